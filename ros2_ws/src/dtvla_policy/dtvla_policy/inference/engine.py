@@ -1,0 +1,400 @@
+"""The DeepThinkVLA inference engine: observation in; action chunk, chain-of-thought and timings out.
+
+Modes (`Mode`):
+  full        greedy CoT with a KV cache until `</think><action>`, then ONE pass of the 73-token action block on
+              top of that cache (no second image encode, no prefix recompute; upstream re-runs everything);
+  masked      empty `<think></think>`, then the action block: one forward pass (upstream get_vla_action_mask_cot);
+  random      128 uniform random ids as the CoT (upstream's ablation), one pass;
+  ar_actions  the 70 action tokens decoded one by one, causally (pi0-FAST-style latency baseline; the released
+              weights were not trained for it);
+  sample      CoT sampled at `cot_temperature`, actions at `action_temperature` over the 2048 action ids, with
+              per-token log-probs (what GRPO rollouts need).
+A CoT that reaches `max_cot_tokens` without closing is closed by force (`</think>` then `<action>`), logged, and
+flagged `cot_truncated`; the action pass then runs as usual. No ROS imports here: the policy node, evaluation,
+training rollouts and tests all call `PolicyEngine.predict` / `predict_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from dtvla_policy.model.action_codec import ActionCodec
+from dtvla_policy.model.checkpoint import Checkpoint, load_checkpoint
+from dtvla_policy.model.conventions import (
+    ACTION_DIM,
+    ACTION_TOKENS,
+    CAMERA_ORDER,
+    CHUNK_STEPS,
+    RANDOM_COT_MAX_ID,
+    RANDOM_COT_TOKENS,
+)
+from dtvla_policy.model.hybrid_mask import Segment
+from dtvla_policy.model.image_preprocessing import check_image, to_pixel_values
+from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids, prefix_ids
+
+log = logging.getLogger(__name__)
+
+
+class Mode(str, Enum):
+    FULL = "full"
+    MASKED = "masked"
+    RANDOM = "random"
+    AR_ACTIONS = "ar_actions"
+    SAMPLE = "sample"
+
+    @classmethod
+    def parse(cls, value: str | Mode) -> Mode:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown mode {value!r}; expected one of {[m.value for m in cls]}") from None
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decoding knobs; defaults follow the upstream eval (greedy) and RL rollouts (temperatures)."""
+
+    max_cot_tokens: int = 512  # upstream eval allows 2048, RL 300; LIBERO CoTs are ~60-150 tokens
+    cot_temperature: float = 1.0  # sample mode only
+    action_temperature: float = 1.6  # sample mode only (upstream RL)
+    seed: int | None = None  # sample/random modes; None draws fresh randomness
+
+    def __post_init__(self) -> None:
+        if self.max_cot_tokens < 0:
+            raise ValueError(f"max_cot_tokens must be >= 0, got {self.max_cot_tokens}")
+        if self.cot_temperature <= 0 or self.action_temperature <= 0:
+            raise ValueError(
+                f"temperatures must be > 0, got cot {self.cot_temperature}, action {self.action_temperature}"
+            )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One policy input: two HxWx3 uint8 camera images and the task instruction."""
+
+    agentview: np.ndarray
+    wrist: np.ndarray
+    task: str
+
+
+@dataclass
+class Prediction:
+    """One policy output. `actions` is the unnormalised (10, 7) chunk; the gripper is raw (sign it to execute)."""
+
+    actions: np.ndarray
+    cot: str
+    timings: dict[str, float]
+    mode: str
+    action_tokens: np.ndarray  # (70,) int64
+    cot_token_ids: list[int] = field(default_factory=list)
+    cot_truncated: bool = False
+    cot_logprobs: np.ndarray | None = None  # sample mode: (n_cot + 2,) log-probs of CoT, </think>, <action>
+    action_logprobs: np.ndarray | None = None  # sample mode: (70,) log-probs at action_temperature
+
+    @property
+    def cot_tokens(self) -> int:
+        return len(self.cot_token_ids)
+
+
+@dataclass
+class _Batch:
+    """Prepared inputs: image features and left-padded prefix ids with their segments."""
+
+    image_features: torch.Tensor  # (B * n_img, T, hidden)
+    prefixes: list[list[int]]
+    timings: dict[str, float]
+
+
+class PolicyEngine:
+    """Runs a loaded checkpoint in any `Mode`; `predict` for one observation, `predict_batch` for several."""
+
+    def __init__(self, checkpoint: Checkpoint, decode: DecodeConfig | None = None) -> None:
+        self.ckpt = checkpoint
+        self.model = checkpoint.model
+        self.ids = checkpoint.token_ids
+        self.codec = ActionCodec(self.ids)
+        self.decode_config = decode or DecodeConfig()
+        self.device = next(self.model.parameters()).device
+        banned = [self.ids.eos, self.ids.pad, self.ids.bos, self.ids.image, self.ids.think_start, self.ids.action_end]
+        # Upstream bans the action ids and <eos> during CoT; the other specials cannot appear in a CoT either.
+        self._cot_ban = torch.zeros(self.ids.vocab_size, dtype=torch.bool, device=self.device)
+        self._cot_ban[self.ids.action_begin : self.ids.action_end_id + 1] = True
+        self._cot_ban[banned] = True
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        decode: DecodeConfig | None = None,
+    ) -> PolicyEngine:
+        return cls(load_checkpoint(path, device=device, dtype=dtype), decode)
+
+    # ------------------------------------------------------------------------------------------ public API
+    def predict(
+        self, agentview: np.ndarray, wrist: np.ndarray, task: str, mode: str | Mode = Mode.FULL,
+        decode: DecodeConfig | None = None,
+    ) -> Prediction:
+        return self.predict_batch([Observation(agentview, wrist, task)], mode, decode)[0]
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, observations: Sequence[Observation], mode: str | Mode = Mode.FULL, decode: DecodeConfig | None = None
+    ) -> list[Prediction]:
+        """Predict one chunk per observation; samples are left-padded and run as one batch."""
+        mode = Mode.parse(mode)
+        config = decode or self.decode_config
+        if not observations:
+            raise ValueError("predict_batch needs at least one observation")
+        start = time.perf_counter()
+        batch = self.prepare(observations)
+        generator = torch.Generator(device="cpu")
+        if config.seed is not None:
+            generator.manual_seed(config.seed)
+        else:
+            generator.seed()
+        if mode in (Mode.FULL, Mode.SAMPLE):
+            outputs = self._cot_then_actions(batch, config, sample=mode is Mode.SAMPLE, generator=generator)
+        elif mode is Mode.AR_ACTIONS:
+            outputs = self._autoregressive_actions(batch)
+        else:
+            cots = [self._fixed_cot(mode, generator) for _ in observations]
+            outputs = self.one_pass_actions(batch, cots)
+        predictions = self._finish(outputs, mode, batch.timings)
+        total_ms = (time.perf_counter() - start) * 1e3
+        for p in predictions:
+            p.timings["total_ms"] = total_ms
+        return predictions
+
+    # ------------------------------------------------------------------------------------------ stages
+    def prepare(self, observations: Sequence[Observation]) -> _Batch:
+        """Validate and preprocess images and tasks, then encode all images in one vision-tower call."""
+        t0 = time.perf_counter()
+        size = self.ckpt.image_size
+        pixels, prefixes = [], []
+        for i, obs in enumerate(observations):
+            for name, image in zip(CAMERA_ORDER, (obs.agentview, obs.wrist), strict=True):
+                pixels.append(to_pixel_values(check_image(image, f"observation {i} {name}"), size))
+            prefixes.append(
+                prefix_ids(self.ckpt.tokenizer, self.ids, obs.task, len(CAMERA_ORDER), self.ckpt.tokens_per_image)
+            )
+        pixel_values = torch.stack(pixels).to(self.device, self.model.dtype)
+        t1 = time.perf_counter()
+        features = self.model.encode_images(pixel_values)
+        t2 = time.perf_counter()
+        return _Batch(features, prefixes, {"preprocess_ms": (t1 - t0) * 1e3, "vision_ms": (t2 - t1) * 1e3})
+
+    def _left_pad(self, sequences: list[list[int]], segments: list[list[Segment]]) -> tuple[torch.Tensor, ...]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.ids.pad, dtype=torch.long)
+        segs = torch.full((len(sequences), width), Segment.PAD, dtype=torch.long)
+        for row, (seq, seg) in enumerate(zip(sequences, segments, strict=True)):
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            segs[row, width - len(seq) :] = torch.tensor([int(s) for s in seg])
+        return ids.to(self.device), segs.to(self.device)
+
+    def one_pass_actions(self, batch: _Batch, cots: list[list[int]]) -> dict:
+        """[prefix, `<think>` cot `</think>`, action block] in a single forward: masked/random modes, and the
+        upstream-style recompute of the action pass. `cots` excludes both think tags."""
+        t0 = time.perf_counter()
+        sequences, segments = [], []
+        for prefix, cot in zip(batch.prefixes, cots, strict=True):
+            body = [self.ids.think_start, *cot, self.ids.think_end]
+            sequences.append(prefix + body + action_block_ids(self.ids))
+            segments.append(
+                [Segment.PREFIX] * len(prefix) + [Segment.COT] * len(body) + [Segment.ACTION] * ACTION_BLOCK_LEN
+            )
+        ids, segs = self._left_pad(sequences, segments)
+        out = self.model.hybrid_forward(ids, segs, batch.image_features, compute_logits=False)
+        logits = self.model.action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
+        tokens = self._pick_actions(logits)
+        batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
+        return {"action_tokens": tokens, "action_logits": logits, "cots": cots, "truncated": [False] * len(cots)}
+
+    def _fixed_cot(self, mode: Mode, generator: torch.Generator) -> list[int]:
+        if mode is Mode.MASKED:
+            return []
+        high = min(RANDOM_COT_MAX_ID, self.ids.action_begin)
+        return torch.randint(3, high, (RANDOM_COT_TOKENS,), generator=generator).tolist()
+
+    def generate_cot(
+        self, batch: _Batch, config: DecodeConfig, sample: bool = False, generator: torch.Generator | None = None
+    ) -> dict:
+        """Prefill [prefix, `<think>`] with a KV cache and decode the CoT until `</think><action>` or the cap.
+
+        Returns the cache, the segments of everything in it, and per-sample CoT ids (without think tags).
+        """
+        t0 = time.perf_counter()
+        n = len(batch.prefixes)
+        sequences = [p + [self.ids.think_start] for p in batch.prefixes]
+        segments = [[Segment.PREFIX] * len(p) + [Segment.COT] for p in batch.prefixes]
+        ids, segs = self._left_pad(sequences, segments)
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        out = self.model.hybrid_forward(
+            ids, segs, batch.image_features, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        t1 = time.perf_counter()
+        generated: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        truncated = [False] * n
+        done = [False] * n
+        logits = out.logits[:, -1]
+        while True:
+            next_tokens = self._next_cot_tokens(logits, generated, done, truncated, config, sample, generator, logprobs)
+            for row, token in enumerate(next_tokens):
+                if done[row]:
+                    continue
+                if generated[row] and generated[row][-1] == self.ids.think_end and token == self.ids.action_start:
+                    done[row] = True  # `<action>` opens the action block: it is not fed here
+                else:
+                    generated[row].append(token)
+            if all(done):
+                break
+            feed = torch.tensor([self.ids.pad if d else g[-1] for d, g in zip(done, generated, strict=True)])
+            feed_seg = torch.tensor([Segment.PAD if d else Segment.COT for d in done])
+            step = self.model.hybrid_forward(
+                feed[:, None].to(self.device), feed_seg[:, None].to(self.device),
+                past_key_values=cache, past_segments=segs, use_cache=True, logits_to_keep=1,
+            )
+            segs = torch.cat([segs, feed_seg[:, None].to(self.device)], dim=1)
+            logits = step.logits[:, -1]
+        t2 = time.perf_counter()
+        batch.timings.update({"prefill_ms": (t1 - t0) * 1e3, "cot_ms": (t2 - t1) * 1e3})
+        cots = [g[:-1] for g in generated]  # drop the closing </think>
+        for row, cut in enumerate(truncated):
+            if cut:
+                log.warning("CoT of sample %d hit max_cot_tokens=%d without </think>; closed by force",
+                            row, config.max_cot_tokens)
+        return {"cache": cache, "segments": segs, "cots": cots, "truncated": truncated,
+                "cot_logprobs": logprobs}
+
+    def _next_cot_tokens(
+        self, logits: torch.Tensor, generated: list[list[int]], done: list[bool], truncated: list[bool],
+        config: DecodeConfig, sample: bool, generator: torch.Generator | None, logprobs: list[list[float]],
+    ) -> list[int]:
+        logits = logits.float().masked_fill(self._cot_ban, float("-inf"))
+        if sample:
+            log_p = torch.log_softmax(logits / config.cot_temperature, dim=-1)
+            chosen = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0]
+        else:
+            log_p = None
+            chosen = logits.argmax(-1).cpu()
+        tokens = chosen.tolist()
+        for row in range(len(tokens)):
+            if done[row]:
+                continue
+            last = generated[row][-1] if generated[row] else None
+            closing = last == self.ids.think_end
+            if len(generated[row]) >= config.max_cot_tokens + int(closing):
+                # Cap reached: close the CoT (`</think>`), then open the action block (`<action>`).
+                forced = self.ids.action_start if closing else self.ids.think_end
+                truncated[row] = truncated[row] or tokens[row] != forced
+                tokens[row] = forced
+            if log_p is not None:
+                logprobs[row].append(float(log_p[row, tokens[row]]))
+        return tokens
+
+    def cached_action_pass(self, cot: dict) -> dict:
+        """The 73-token action block in one pass on top of the CoT's KV cache (the engine's fast path)."""
+        t0 = time.perf_counter()
+        n = cot["segments"].shape[0]
+        block = torch.tensor([action_block_ids(self.ids)] * n, device=self.device)
+        block_seg = torch.full_like(block, Segment.ACTION)
+        out = self.model.hybrid_forward(
+            block, block_seg, past_key_values=cot["cache"], past_segments=cot["segments"], use_cache=True,
+            compute_logits=False,
+        )
+        cot["cache"].crop(-ACTION_BLOCK_LEN)  # the cache holds prefix + CoT again
+        logits = self.model.action_logits(out.last_hidden_state[:, :ACTION_TOKENS])
+        return {"action_logits": logits, "action_ms": (time.perf_counter() - t0) * 1e3}
+
+    def _cot_then_actions(
+        self, batch: _Batch, config: DecodeConfig, sample: bool, generator: torch.Generator
+    ) -> dict:
+        cot = self.generate_cot(batch, config, sample=sample, generator=generator)
+        action = self.cached_action_pass(cot)
+        batch.timings["action_ms"] = action["action_ms"]
+        logits = action["action_logits"]
+        outputs = {"cots": cot["cots"], "truncated": cot["truncated"], "action_logits": logits}
+        if sample:
+            tokens, action_logprobs = self._sample_actions(logits, config.action_temperature, generator)
+            outputs.update(action_tokens=tokens, action_logprobs=action_logprobs, cot_logprobs=cot["cot_logprobs"])
+        else:
+            outputs["action_tokens"] = self._pick_actions(logits)
+        return outputs
+
+    def _autoregressive_actions(self, batch: _Batch) -> dict:
+        """pi0-FAST-style baseline: prefill [prefix, `<think></think><action>`], then 70 single-token steps."""
+        t0 = time.perf_counter()
+        head = [self.ids.think_start, self.ids.think_end, self.ids.action_start]
+        ids, segs = self._left_pad(
+            [p + head for p in batch.prefixes], [[Segment.PREFIX] * len(p) + [Segment.COT] * 3 for p in batch.prefixes]
+        )
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        out = self.model.hybrid_forward(ids, segs, batch.image_features, past_key_values=cache, use_cache=True,
+                                        compute_logits=False)
+        hidden = out.last_hidden_state[:, -1:]
+        tokens = []
+        for _ in range(ACTION_TOKENS):
+            token = self._pick_actions(self.model.action_logits(hidden))  # (B, 1) ids
+            tokens.append(token)
+            step_seg = torch.full_like(token, Segment.COT)
+            out = self.model.hybrid_forward(token, step_seg, past_key_values=cache, past_segments=segs,
+                                            use_cache=True, compute_logits=False)
+            segs = torch.cat([segs, step_seg], dim=1)
+            hidden = out.last_hidden_state
+        batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
+        n = len(batch.prefixes)
+        return {"action_tokens": torch.cat(tokens, dim=1), "cots": [[] for _ in range(n)], "truncated": [False] * n}
+
+    def _pick_actions(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., 2048) action-subvocabulary logits -> (...) action token ids (greedy)."""
+        return logits.argmax(-1) + self.ids.action_begin
+
+    def _sample_actions(
+        self, logits: torch.Tensor, temperature: float, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_p = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, 70, 2048)
+        flat = log_p.reshape(-1, log_p.shape[-1])
+        index = torch.multinomial(flat.exp().cpu(), 1, generator=generator).reshape(log_p.shape[:-1])
+        chosen = log_p.gather(-1, index.to(log_p.device)[..., None])[..., 0]
+        return index.to(logits.device) + self.ids.action_begin, chosen
+
+    def _finish(self, outputs: dict, mode: Mode, timings: dict[str, float]) -> list[Prediction]:
+        """Action tokens -> bins -> normalised values -> raw actions; CoT ids -> text."""
+        t0 = time.perf_counter()
+        tokens = outputs["action_tokens"].cpu().numpy().reshape(-1, ACTION_TOKENS)
+        normalised = self.codec.decode(tokens).reshape(-1, CHUNK_STEPS, ACTION_DIM)
+        actions = self.ckpt.normalizer.unnormalize(normalised)
+        if not np.all(np.isfinite(actions)):  # cannot happen with finite stats; never let it reach an actuator
+            raise FloatingPointError("decoded actions are not finite; check norm_stats.json")
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        predictions = []
+        for row, cot_ids in enumerate(outputs["cots"]):
+            prediction = Prediction(
+                actions=actions[row],
+                cot=self.ckpt.tokenizer.decode(cot_ids, skip_special_tokens=True).strip(),
+                timings={**timings, "decode_ms": decode_ms},
+                mode=mode.value,
+                action_tokens=tokens[row],
+                cot_token_ids=list(cot_ids),
+                cot_truncated=outputs["truncated"][row],
+            )
+            if "action_logprobs" in outputs:
+                prediction = replace(
+                    prediction,
+                    cot_logprobs=np.asarray(outputs["cot_logprobs"][row], dtype=np.float32),
+                    action_logprobs=outputs["action_logprobs"][row].float().cpu().numpy(),
+                )
+            predictions.append(prediction)
+        return predictions
