@@ -41,7 +41,7 @@ def allowed_attention(segments: torch.Tensor, query_len: int | None = None) -> t
     query_is_action = query_seg == Segment.ACTION
     allowed = (key_seg == Segment.PREFIX) | causal | query_is_action
     allowed &= (key_seg != Segment.ACTION) | query_is_action  # the action block is invisible to earlier rows
-    allowed &= key_seg != Segment.PAD
+    allowed &= (key_seg != Segment.PAD) & (query_seg != Segment.PAD)
     # A pad row attends to itself only, so its softmax stays finite; its output is never read.
     diagonal = (key_idx[None, :] == query_idx[:, None])[None]
     return allowed | (diagonal & (query_seg == Segment.PAD))

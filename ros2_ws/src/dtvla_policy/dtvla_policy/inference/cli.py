@@ -1,0 +1,62 @@
+"""`dtvla-infer`: one prediction from two image files, printed as JSON (chunk, CoT, timings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+from PIL import Image
+
+from dtvla_policy.inference.engine import DecodeConfig, Mode, PolicyEngine
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Any PIL-readable file -> HxWx3 uint8 RGB (greyscale and RGBA are converted)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"dtvla-infer: cannot read image {path}: {err}") from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (safetensors + norm_stats.json)")
+    parser.add_argument("--agentview", required=True, help="third-person camera image file")
+    parser.add_argument("--wrist", required=True, help="wrist camera image file")
+    parser.add_argument("--task", required=True, help="task instruction")
+    parser.add_argument("--mode", default="full", choices=[m.value for m in Mode])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--max-cot-tokens", type=int, default=DecodeConfig.max_cot_tokens)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+    agentview, wrist = read_rgb(args.agentview), read_rgb(args.wrist)
+    try:
+        engine = PolicyEngine.from_checkpoint(
+            args.checkpoint, device=args.device, dtype=args.dtype,
+            decode=DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed),
+        )
+        prediction = engine.predict(agentview, wrist, args.task, mode=args.mode)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"dtvla-infer: {err}", file=sys.stderr)
+        return 2
+    result = {
+        "mode": prediction.mode,
+        "actions": prediction.actions.tolist(),
+        "cot": prediction.cot,
+        "cot_tokens": prediction.cot_tokens,
+        "cot_truncated": prediction.cot_truncated,
+        "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in prediction.timings.items()},
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

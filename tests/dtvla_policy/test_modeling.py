@@ -1,0 +1,109 @@
+"""Numerical checks of the hybrid decoder on a real (tiny, random-init) transformers model."""
+
+import numpy as np
+import torch
+
+from dtvla_policy.inference.engine import DecodeConfig, Observation
+from dtvla_policy.model.checkpoint import load_checkpoint
+from dtvla_policy.model.hybrid_mask import Segment
+from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids
+from tests.fixtures.checkpoints import camera_image
+
+TASK = "put the bowl on the plate"
+
+
+def full_sequence(engine, cot, action_tokens=None, block_override=None):
+    """ids, segments, image features of one [prefix, <think> cot </think>, action block] sequence."""
+    batch = engine.prepare([Observation(camera_image(0), camera_image(1), TASK)])
+    prefix = batch.prefixes[0]
+    body = [engine.ids.think_start, *cot, engine.ids.think_end]
+    block = block_override or action_block_ids(engine.ids, action_tokens)
+    ids = torch.tensor([prefix + body + block])
+    segs = torch.tensor([[Segment.PREFIX] * len(prefix) + [Segment.COT] * len(body) + [Segment.ACTION] * len(block)])
+    return ids, segs, batch.image_features, len(prefix) + len(body)
+
+
+@torch.inference_mode()
+def test_cot_logits_ignore_the_action_block_and_action_logits_see_it(tiny_engine):
+    model = tiny_engine.model
+    cot = [300, 301, 302, 303]
+    ids, segs, feats, before = full_sequence(tiny_engine, cot)
+    changed = ids.clone()
+    changed[0, -2] = 310  # </action> -> another token, inside the bidirectional block
+    changed[0, -1] = 311  # <eos> -> another token
+    a = model.hybrid_forward(ids, segs, feats).logits
+    b = model.hybrid_forward(changed, segs, feats).logits
+    assert torch.equal(a[:, :before], b[:, :before]), "prefix/CoT rows must not see the action block"
+    assert (a[:, before] - b[:, before]).abs().max() > 1e-6, "the <action> row must see the whole block"
+
+
+@torch.inference_mode()
+def test_action_placeholders_are_zeroed(tiny_engine):
+    model = tiny_engine.model
+    ids_a, segs, feats, _ = full_sequence(tiny_engine, [300], action_tokens=[255000] * 70)
+    ids_b, _, _, _ = full_sequence(tiny_engine, [300], action_tokens=list(range(256000, 256070)))
+    a = model.hybrid_forward(ids_a, segs, feats).logits
+    b = model.hybrid_forward(ids_b, segs, feats).logits
+    assert torch.equal(a, b), "action identities must be invisible to the model (zeroed embeddings)"
+
+
+@torch.inference_mode()
+def test_cached_action_pass_equals_full_forward(tiny_engine):
+    batch = tiny_engine.prepare([Observation(camera_image(0), camera_image(1), TASK)])
+    cot = tiny_engine.generate_cot(batch, DecodeConfig(max_cot_tokens=6))
+    assert len(cot["cots"][0]) > 0
+    cached = tiny_engine.cached_action_pass(cot)["action_logits"]
+    recomputed = tiny_engine.one_pass_actions(batch, cot["cots"])["action_logits"]
+    torch.testing.assert_close(cached, recomputed, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_cache_is_cropped_back_after_the_action_pass(tiny_engine):
+    batch = tiny_engine.prepare([Observation(camera_image(0), camera_image(1), TASK)])
+    cot = tiny_engine.generate_cot(batch, DecodeConfig(max_cot_tokens=3))
+    length = cot["cache"].get_seq_length()
+    first = tiny_engine.cached_action_pass(cot)["action_logits"]
+    assert cot["cache"].get_seq_length() == length
+    torch.testing.assert_close(tiny_engine.cached_action_pass(cot)["action_logits"], first)
+    assert ACTION_BLOCK_LEN == 73
+
+
+@torch.inference_mode()
+def test_padded_batch_equals_single_samples(tiny_engine):
+    observations = [
+        Observation(camera_image(0), camera_image(1), TASK),
+        Observation(camera_image(2, 128), camera_image(3, 96), "open the top drawer of the cabinet and look inside"),
+    ]
+    config = DecodeConfig(max_cot_tokens=5)
+    batch = tiny_engine.prepare(observations)
+    assert len(batch.prefixes[0]) != len(batch.prefixes[1])
+    together = tiny_engine.generate_cot(batch, config)
+    batch_logits = tiny_engine.cached_action_pass(together)["action_logits"]
+    for row, obs in enumerate(observations):
+        alone = tiny_engine.generate_cot(tiny_engine.prepare([obs]), config)
+        assert alone["cots"][0] == together["cots"][row]
+        single_logits = tiny_engine.cached_action_pass(alone)["action_logits"]
+        torch.testing.assert_close(batch_logits[row : row + 1], single_logits, atol=1e-4, rtol=1e-4)
+    preds = tiny_engine.predict_batch(observations, "masked")
+    for row, obs in enumerate(observations):
+        single = tiny_engine.predict(obs.agentview, obs.wrist, obs.task, "masked")
+        np.testing.assert_array_equal(preds[row].action_tokens, single.action_tokens)
+
+
+def test_masked_equals_full_with_an_empty_cot(tiny_engine):
+    obs = (camera_image(4), camera_image(5), TASK)
+    full = tiny_engine.predict(*obs, mode="full", decode=DecodeConfig(max_cot_tokens=0))
+    masked = tiny_engine.predict(*obs, mode="masked")
+    assert full.cot_token_ids == [] and full.cot_truncated
+    np.testing.assert_array_equal(full.action_tokens, masked.action_tokens)
+    np.testing.assert_allclose(full.actions, masked.actions)
+
+
+def test_reloaded_checkpoint_gives_identical_predictions(tiny_checkpoint, tiny_engine):
+    again = load_checkpoint(tiny_checkpoint)
+    obs = [Observation(camera_image(6), camera_image(7), TASK)]
+    with torch.inference_mode():
+        a = tiny_engine.model.encode_images(torch.zeros(2, 3, 56, 56))
+        b = again.model.encode_images(torch.zeros(2, 3, 56, 56))
+    assert torch.equal(a, b)
+    assert tiny_engine.prepare(obs).prefixes == tiny_engine.prepare(obs).prefixes
