@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", required=True, help="task instruction")
     parser.add_argument("--mode", default="full", choices=[m.value for m in Mode])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 CUDA, fp32 CPU)")
     parser.add_argument("--max-cot-tokens", type=int, default=DecodeConfig.max_cot_tokens)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)

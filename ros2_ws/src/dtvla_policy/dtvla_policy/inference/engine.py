@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids, pref
 log = logging.getLogger(__name__)
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     FULL = "full"
     MASKED = "masked"
     RANDOM = "random"
@@ -344,6 +344,7 @@ class PolicyEngine:
         out = self.model.hybrid_forward(ids, segs, batch.image_features, past_key_values=cache, use_cache=True,
                                         compute_logits=False)
         hidden = out.last_hidden_state[:, -1:]
+        t1 = time.perf_counter()
         tokens = []
         for _ in range(ACTION_TOKENS):
             token = self._pick_actions(self.model.action_logits(hidden))  # (B, 1) ids
@@ -353,7 +354,7 @@ class PolicyEngine:
                                             use_cache=True, compute_logits=False)
             segs = torch.cat([segs, step_seg], dim=1)
             hidden = out.last_hidden_state
-        batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
+        batch.timings.update({"prefill_ms": (t1 - t0) * 1e3, "action_ms": (time.perf_counter() - t1) * 1e3})
         n = len(batch.prefixes)
         return {"action_tokens": torch.cat(tokens, dim=1), "cots": [[] for _ in range(n)], "truncated": [False] * n}
 
