@@ -1,0 +1,47 @@
+"""The topic contract between the policy node, the sim bridge and operators (docs/topics.md), in one place.
+
+Names are defaults: every one can be remapped with `--ros-args -r old:=new`. QoS follows the stream: sensor
+data (best effort, keep last 1) where a lost frame is harmless, reliable for commands, transient local (latched)
+for the task instruction and episode status, so late joiners get the current value.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+from dtvla_policy.model.conventions import COMMAND_NAMES
+
+AGENTVIEW_TOPIC = "/camera/agentview/image_raw"
+WRIST_TOPIC = "/camera/wrist/image_raw"
+JOINT_STATES_TOPIC = "/joint_states"
+TASK_TOPIC = "/task/instruction"
+ACTION_CHUNK_TOPIC = "~/action_chunk"  # /dtvla_policy/action_chunk
+CHAIN_OF_THOUGHT_TOPIC = "~/chain_of_thought"
+REASONING_IMAGE_TOPIC = "~/reasoning_image"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+POLICY_ACTION_CHUNK = "/dtvla_policy/action_chunk"  # what the bridge subscribes to
+CHUNK_REQUEST_TOPIC = "/dtvla_sim_bridge/chunk_request"  # std_msgs/Header: "answer the frames with this stamp"
+EPISODE_STATUS_TOPIC = "/dtvla_sim_bridge/episode_status"  # std_msgs/String, JSON, latched
+RESET_SERVICE = "/dtvla_sim_bridge/reset"  # std_srvs/Trigger
+
+CHUNK_JOINT_NAMES = COMMAND_NAMES  # JointTrajectory.joint_names of an action chunk
+# Franka Panda joints as LIBERO/robosuite name them (robot0_joint_pos + the two finger joints).
+ROBOT_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
+
+SENSOR_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+COMMAND_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
