@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             "dtvla-tiny-checkpoint = dtvla_policy.model.tiny_checkpoint:main",
             "dtvla-infer = dtvla_policy.inference.cli:main",
+            "policy_node = dtvla_policy.ros.policy_node:main",
         ],
     },
 )

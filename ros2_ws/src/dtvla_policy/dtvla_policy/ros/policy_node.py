@@ -1,0 +1,371 @@
+"""`policy_node`: the DeepThinkVLA policy as a ROS 2 node (a thin adapter over `PolicyEngine`).
+
+Subscribes to the two cameras, /joint_states and /task/instruction; answers chunk requests from the sim bridge
+(`replan.trigger: request`) or replans every `replan.after_steps` control steps on the newest frame pair
+(`replan.trigger: steps`); publishes ~/action_chunk, ~/chain_of_thought, ~/reasoning_image and /diagnostics.
+Inference runs on one worker thread fed the newest job, so camera callbacks keep flowing while the model thinks.
+Topics and parameters: docs/topics.md.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header, String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dtvla_policy.inference.engine import Observation, PolicyEngine, Prediction
+from dtvla_policy.inference.observation_pairing import CameraFrame, FramePair, ObservationPairer
+from dtvla_policy.inference.reasoning_view import render_reasoning_view
+from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS
+from dtvla_policy.ros import contract
+from dtvla_policy.ros.image_conversion import ImageConversionError, image_to_rgb8, numpy_to_image
+
+RUNTIME_MODES = ("full", "masked")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Parameters of the node, read once at start; the runtime-changeable ones are replaced on set."""
+
+    checkpoint: str
+    device: str
+    dtype: str
+    mode: str
+    max_cot_tokens: int
+    control_rate_hz: float
+    replan_trigger: str
+    replan_after_steps: int
+    max_observation_age_s: float
+    max_camera_skew_s: float
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    dry_run: bool
+    publish_reasoning_image: bool
+
+
+def _descriptor(description: str, *, read_only: bool = False, float_range: tuple[float, float] | None = None,
+                int_range: tuple[int, int] | None = None) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if float_range:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1])]
+    if int_range:
+        descriptor.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
+    return descriptor
+
+
+class PolicyNode(Node):
+    """Runs the policy engine on synchronized camera pairs and publishes chunks, CoT and diagnostics."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("dtvla_policy", **kwargs)
+        self.settings = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.engine = PolicyEngine.from_checkpoint(
+            self.settings.checkpoint, device=self.settings.device,
+            dtype=None if self.settings.dtype == "auto" else self.settings.dtype,
+        )
+        self.get_logger().info(f"loaded checkpoint {self.settings.checkpoint} on {self.settings.device}")
+        self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
+        self.task: str | None = None
+        self.stats = {k: 0 for k in ("chunks_published", "deadline_misses", "stale_skips", "frames_rejected",
+                                     "joint_states_rejected", "engine_errors", "chunks_clipped", "cot_truncated")}
+        self.last = {"timings": {}, "cot_tokens": 0, "observation_age_ms": float("nan"), "error": "",
+                     "joint_state_stamp_ns": None}
+        self._warned: set[str] = set()
+        self._job: tuple[FramePair, str] | None = None
+        self._pending_request_ns: int | None = None
+        self._last_chunk_stamp_ns: int | None = None
+        self._busy = False
+        self._cv = threading.Condition()
+        self._stopping = False
+
+        self.chunk_pub = self.create_publisher(JointTrajectory, contract.ACTION_CHUNK_TOPIC, contract.COMMAND_QOS)
+        self.cot_pub = self.create_publisher(String, contract.CHAIN_OF_THOUGHT_TOPIC, contract.COMMAND_QOS)
+        self.image_pub = self.create_publisher(Image, contract.REASONING_IMAGE_TOPIC, contract.VIEW_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
+        self.create_subscription(Image, contract.AGENTVIEW_TOPIC, lambda m: self._on_image("agentview", m),
+                                 contract.SENSOR_QOS)
+        self.create_subscription(Image, contract.WRIST_TOPIC, lambda m: self._on_image("wrist", m),
+                                 contract.SENSOR_QOS)
+        self.create_subscription(JointState, contract.JOINT_STATES_TOPIC, self._on_joint_state, contract.SENSOR_QOS)
+        self.create_subscription(String, contract.TASK_TOPIC, self._on_task, contract.LATCHED_QOS)
+        self.create_subscription(Header, contract.CHUNK_REQUEST_TOPIC, self._on_request, contract.COMMAND_QOS)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="dtvla-inference", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> PolicySettings:
+        d = _descriptor
+        params = {
+            "checkpoint": ("", d("checkpoint directory (safetensors, config, tokenizer, norm_stats.json)",
+                                 read_only=True)),
+            "device": ("cpu", d("torch device: cpu, cuda, cuda:1 ...", read_only=True)),
+            "dtype": ("auto", d("auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16", read_only=True)),
+            "mode": ("full", d("full: chain-of-thought then actions; masked: empty CoT, one pass (changeable)")),
+            "max_cot_tokens": (256, d("cap on CoT tokens; a longer CoT is closed by force", int_range=(0, 2048))),
+            "control_rate_hz": (20.0, d("rate the chunk's steps are executed at (time_from_start)",
+                                        float_range=(1.0, 1000.0))),
+            "replan.trigger": ("request", d("request: answer the bridge's chunk requests; steps: replan every "
+                                            "replan.after_steps control steps on the newest frames",
+                                            read_only=True)),
+            "replan.after_steps": (10, d("steps of a chunk executed before the next one (trigger steps)",
+                                         int_range=(1, CHUNK_STEPS))),
+            "staleness.max_observation_age_s": (1.0, d("no inference on frames older than this (node clock)",
+                                                       float_range=(0.0, 3600.0))),
+            "staleness.max_camera_skew_s": (0.05, d("max stamp difference of the two camera frames of a pair",
+                                                    float_range=(0.0, 10.0), read_only=True)),
+            "action_limits.low": ([-1.0] * ACTION_DIM, d("per-dim lower clip of published commands")),
+            "action_limits.high": ([1.0] * ACTION_DIM, d("per-dim upper clip of published commands")),
+            "dry_run": (False, d("think and publish CoT/diagnostics, but publish no action chunk")),
+            "publish_reasoning_image": (True, d("publish ~/reasoning_image (views + CoT + chunk)")),
+        }
+        for name, (default, descriptor) in params.items():
+            self.declare_parameter(name, default, descriptor)
+        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        settings = PolicySettings(
+            checkpoint=get("checkpoint"), device=get("device"), dtype=get("dtype"), mode=get("mode"),
+            max_cot_tokens=get("max_cot_tokens"), control_rate_hz=get("control_rate_hz"),
+            replan_trigger=get("replan.trigger"), replan_after_steps=get("replan.after_steps"),
+            max_observation_age_s=get("staleness.max_observation_age_s"),
+            max_camera_skew_s=get("staleness.max_camera_skew_s"),
+            action_low=tuple(get("action_limits.low")), action_high=tuple(get("action_limits.high")),
+            dry_run=get("dry_run"), publish_reasoning_image=get("publish_reasoning_image"),
+        )
+        problems = [self._check(name, value) for name, value in (
+            ("checkpoint", settings.checkpoint), ("mode", settings.mode), ("replan.trigger", settings.replan_trigger),
+            ("action_limits.low", settings.action_low), ("action_limits.high", settings.action_high))]
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return settings
+
+    def _check(self, name: str, value) -> str:
+        """'' if `value` is acceptable for parameter `name`, else the reason."""
+        if name == "checkpoint" and not value:
+            return "parameter 'checkpoint' is empty: set it to a checkpoint directory"
+        if name == "mode" and value not in RUNTIME_MODES:
+            return f"mode must be one of {RUNTIME_MODES}, got {value!r}"
+        if name == "replan.trigger" and value not in ("request", "steps"):
+            return f"replan.trigger must be 'request' or 'steps', got {value!r}"
+        if name.startswith("action_limits.") and (len(value) != ACTION_DIM or not np.all(np.isfinite(value))):
+            return f"{name} needs {ACTION_DIM} finite values, got {list(value)}"
+        return ""
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        fields = {"mode": "mode", "max_cot_tokens": "max_cot_tokens", "dry_run": "dry_run",
+                  "publish_reasoning_image": "publish_reasoning_image", "replan.after_steps": "replan_after_steps",
+                  "staleness.max_observation_age_s": "max_observation_age_s", "action_limits.low": "action_low",
+                  "action_limits.high": "action_high", "control_rate_hz": "control_rate_hz"}
+        updates = {}
+        for param in params:
+            reason = self._check(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            if param.name in fields:
+                value = param.value
+                updates[fields[param.name]] = tuple(value) if param.name.startswith("action_limits.") else value
+        if hasattr(self, "settings") and updates:
+            self.settings = replace(self.settings, **updates)
+            self.get_logger().info(f"parameters changed: {updates}")
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------------------------------ callbacks
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(message)
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb8(msg)
+        except ImageConversionError as err:
+            self.stats["frames_rejected"] += 1
+            self.last["error"] = f"{camera} frame rejected: {err}"
+            self._warn_once(f"frame:{camera}:{msg.encoding}", self.last["error"])
+            return
+        self.pairer.add(camera, CameraFrame(Time.from_msg(msg.header.stamp).nanoseconds, rgb))
+        self._schedule()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if not np.all(np.isfinite(np.asarray(msg.position, dtype=np.float64))):
+            self.stats["joint_states_rejected"] += 1
+            self._warn_once("joint_nan", "joint state with NaN/inf positions rejected")
+            return
+        self.last["joint_state_stamp_ns"] = Time.from_msg(msg.header.stamp).nanoseconds
+
+    def _on_task(self, msg: String) -> None:
+        self.task = msg.data
+        self.get_logger().info(f"task: {msg.data!r}")
+        self._schedule()
+
+    def _on_request(self, msg: Header) -> None:
+        self._pending_request_ns = Time.from_msg(msg.stamp).nanoseconds
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Hand the worker the newest due job: a requested stamp's pair, or the newest pair when a replan is due."""
+        if self.task is None:
+            return
+        settings = self.settings
+        if settings.replan_trigger == "request":
+            if self._pending_request_ns is None:
+                return
+            pair = self.pairer.pair_at(self._pending_request_ns)
+        else:
+            pair = self.pairer.newest_pair()
+            horizon_ns = int(settings.replan_after_steps / settings.control_rate_hz * 1e9)
+            if pair is None or (self._last_chunk_stamp_ns is not None
+                                and pair.stamp_ns - self._last_chunk_stamp_ns < horizon_ns):
+                return
+        if pair is None:
+            return
+        age_s = (self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e9
+        if age_s > settings.max_observation_age_s:
+            self.stats["stale_skips"] += 1
+            self.last["error"] = f"observation {age_s:.2f} s old (limit {settings.max_observation_age_s} s): skipped"
+            self._warn_once("stale", self.last["error"])
+            self._pending_request_ns = None
+            return
+        with self._cv:
+            if self._busy and settings.replan_trigger == "steps":
+                return
+            self._job = (pair, self.task)
+            self._pending_request_ns = None
+            self._cv.notify()
+
+    # ------------------------------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._job is None and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                pair, task = self._job
+                self._job = None
+                self._busy = True
+            try:
+                self._infer_and_publish(pair, task)
+            except Exception as err:  # noqa: BLE001 - a publish failure must not kill the worker thread
+                self.last["error"] = f"publishing failed: {type(err).__name__}: {err}"
+                self.get_logger().error(self.last["error"])
+            finally:
+                with self._cv:
+                    self._busy = False
+
+    def _infer_and_publish(self, pair: FramePair, task: str) -> None:
+        settings = self.settings
+        self._last_chunk_stamp_ns = pair.stamp_ns
+        start = time.perf_counter()
+        try:
+            prediction = self.engine.predict_batch(
+                [Observation(pair.agentview.image, pair.wrist.image, task)], settings.mode,
+                replace(self.engine.decode_config, max_cot_tokens=settings.max_cot_tokens),
+            )[0]
+        except Exception as err:  # noqa: BLE001 - any engine failure is reported and the node keeps running
+            self.stats["engine_errors"] += 1
+            self.last["error"] = f"engine error: {type(err).__name__}: {err}"
+            self.get_logger().error(self.last["error"])
+            self._publish_diagnostics()
+            return
+        actions = np.clip(prediction.actions, settings.action_low, settings.action_high)
+        if not np.array_equal(actions, prediction.actions):
+            self.stats["chunks_clipped"] += 1
+        stamp = Time(nanoseconds=pair.stamp_ns).to_msg()
+        if not settings.dry_run:
+            self.chunk_pub.publish(self._chunk_message(actions, stamp, settings.control_rate_hz))
+        self.cot_pub.publish(String(data=prediction.cot))
+        self.stats["chunks_published"] += 1
+        self.stats["cot_truncated"] += int(prediction.cot_truncated)
+        elapsed = time.perf_counter() - start
+        if elapsed > settings.replan_after_steps / settings.control_rate_hz:
+            self.stats["deadline_misses"] += 1
+        self.last.update(timings=prediction.timings, cot_tokens=prediction.cot_tokens, error="",
+                         observation_age_ms=(self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6)
+        if settings.publish_reasoning_image:
+            view = render_reasoning_view(pair.agentview.image, pair.wrist.image, prediction.cot, actions,
+                                         caption=f"{settings.mode} | {task}")
+            self.image_pub.publish(numpy_to_image(view, "rgb8", stamp=stamp, frame_id="reasoning"))
+        self._publish_diagnostics(prediction)
+
+    @staticmethod
+    def _chunk_message(actions: np.ndarray, stamp, rate_hz: float) -> JointTrajectory:
+        msg = JointTrajectory(joint_names=list(contract.CHUNK_JOINT_NAMES))
+        msg.header.stamp = stamp
+        for k, row in enumerate(actions):
+            t = (k + 1) / rate_hz
+            msg.points.append(JointTrajectoryPoint(
+                positions=[float(v) for v in row],
+                time_from_start=Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9))),
+            ))
+        return msg
+
+    def _publish_diagnostics(self, prediction: Prediction | None = None) -> None:
+        settings = self.settings
+        level = DiagnosticStatus.OK
+        message = "ok"
+        if self.last["error"]:
+            level, message = DiagnosticStatus.WARN, self.last["error"]
+            if self.last["error"].startswith("engine error"):
+                level = DiagnosticStatus.ERROR
+        elif self.task is None:
+            level, message = DiagnosticStatus.WARN, "waiting for a task instruction"
+        values = {"mode": settings.mode, "checkpoint": settings.checkpoint, "dry_run": settings.dry_run,
+                  "cot_tokens": self.last["cot_tokens"],
+                  "observation_age_ms": round(self.last["observation_age_ms"], 1),
+                  **self.stats, **{k: round(v, 2) for k, v in self.last["timings"].items()}}
+        if self.last["joint_state_stamp_ns"] is not None:
+            age = (self.get_clock().now().nanoseconds - self.last["joint_state_stamp_ns"]) / 1e9
+            values["joint_state_age_s"] = round(age, 3)
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: inference", message=message,
+                                  hardware_id=self.get_fully_qualified_name(),
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        try:
+            self.diag_pub.publish(msg)
+        except Exception:  # noqa: BLE001 - the context may be shutting down under the worker
+            pass
+
+    def destroy_node(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._worker.join(timeout=30)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = PolicyNode()
+            except (ValueError, FileNotFoundError) as err:
+                rclpy.logging.get_logger("dtvla_policy").fatal(str(err))
+                raise SystemExit(1) from err
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The policy node as a real process over Fast DDS, driven by a probe node: chunks, CoT, diagnostics, faults."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header, String
+from trajectory_msgs.msg import JointTrajectory
+
+from dtvla_policy.ros import contract
+from dtvla_policy.ros.image_conversion import numpy_to_image
+from tests.fixtures.checkpoints import camera_image
+from tests.fixtures.ros import probe_node, start_node, stop_node
+
+pytestmark = pytest.mark.ros
+NODE = "dtvla_policy.ros.policy_node"
+
+
+@pytest.fixture(scope="module")
+def policy_process(tiny_checkpoint):
+    process = start_node(NODE, "-p", f"checkpoint:={tiny_checkpoint}", "-p", "max_cot_tokens:=3",
+                         "-p", "staleness.max_observation_age_s:=30.0")
+    yield process
+    code, output = stop_node(process, signal.SIGINT)
+    assert code == 0, output
+
+
+@pytest.fixture(scope="module")
+def rig(policy_process):
+    """Probe with publishers for every input of the node and recorders for every output."""
+    with probe_node("policy_test_probe") as probe:
+        node = probe.node
+        rig = {
+            "probe": probe,
+            "task": node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS),
+            "agentview": node.create_publisher(Image, contract.AGENTVIEW_TOPIC, contract.SENSOR_QOS),
+            "wrist": node.create_publisher(Image, contract.WRIST_TOPIC, contract.SENSOR_QOS),
+            "joints": node.create_publisher(JointState, contract.JOINT_STATES_TOPIC, contract.SENSOR_QOS),
+            "request": node.create_publisher(Header, contract.CHUNK_REQUEST_TOPIC, contract.COMMAND_QOS),
+            "chunks": probe.watch(JointTrajectory, contract.POLICY_ACTION_CHUNK, contract.COMMAND_QOS),
+            "cots": probe.watch(String, "/dtvla_policy/chain_of_thought", contract.COMMAND_QOS),
+            "images": probe.watch(Image, "/dtvla_policy/reasoning_image", contract.VIEW_QOS),
+            "diagnostics": probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10),
+        }
+        for key in ("task", "agentview", "wrist", "request"):
+            probe.wait_for(lambda k=key: rig[k].get_subscription_count() > 0, 60, f"policy node subscribing to {key}")
+        for topic in (contract.POLICY_ACTION_CHUNK, "/dtvla_policy/chain_of_thought", "/dtvla_policy/reasoning_image"):
+            probe.wait_for(lambda t=topic: node.count_publishers(t) > 0, 30, f"policy node publishing {topic}")
+        rig["task"].publish(String(data="put the bowl on the plate"))
+        yield rig
+
+
+def send_observation(rig, stamp_ns: int, agentview=None, wrist=None, encoding="rgb8") -> None:
+    stamp = Time(nanoseconds=stamp_ns).to_msg()
+    agentview = camera_image(0, 128) if agentview is None else agentview
+    wrist = camera_image(1, 128) if wrist is None else wrist
+    rig["agentview"].publish(numpy_to_image(agentview, encoding, stamp=stamp))
+    rig["wrist"].publish(numpy_to_image(wrist, "rgb8" if encoding not in ("rgb8", "bgr8", "mono8") else encoding,
+                                        stamp=stamp))
+    request = Header()
+    request.stamp = stamp
+    rig["request"].publish(request)
+
+
+def request_chunk(rig, stamp_ns: int, timeout: float = 60.0, **kwargs) -> JointTrajectory:
+    """Send frames + request until the answer stamped `stamp_ns` arrives (best-effort frames may be dropped)."""
+    probe = rig["probe"]
+
+    def answered() -> bool:
+        return any(Time.from_msg(c.header.stamp).nanoseconds == stamp_ns for c in rig["chunks"])
+
+    for _ in range(int(timeout / 2)):
+        send_observation(rig, stamp_ns, **kwargs)
+        try:
+            probe.wait_for(answered, 2.0, "chunk")
+            break
+        except AssertionError:
+            continue
+    probe.wait_for(answered, 1.0, f"a chunk stamped {stamp_ns}")
+    return next(c for c in rig["chunks"] if Time.from_msg(c.header.stamp).nanoseconds == stamp_ns)
+
+
+def latest_diagnostics(rig) -> tuple[int, dict[str, str]]:
+    """(level, values) of the newest policy status; (-1, {}) before the first one."""
+    statuses = [s for d in rig["diagnostics"] for s in d.status if s.name == "dtvla_policy: inference"]
+    if not statuses:
+        return -1, {}
+    return ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}
+
+
+def wait_diagnostics(rig, predicate, what: str, resend=None, timeout: float = 40.0) -> tuple[int, dict[str, str]]:
+    """Re-send inputs (best effort may drop them) until the newest diagnostics satisfy `predicate(values)`."""
+    for _ in range(int(timeout / 1.5)):
+        if resend is not None:
+            resend()
+        try:
+            rig["probe"].wait_for(lambda: predicate(latest_diagnostics(rig)[1]), 1.5, what)
+            break
+        except AssertionError:
+            continue
+    level, values = latest_diagnostics(rig)
+    assert predicate(values), f"diagnostics never showed {what}: {values}"
+    return level, values
+
+
+def count(values: dict[str, str], key: str) -> int:
+    return int(values.get(key, 0))
+
+
+def now_ns(rig) -> int:
+    return rig["probe"].node.get_clock().now().nanoseconds
+
+
+def test_request_is_answered_with_a_stamped_chunk_cot_and_picture(rig):
+    stamp_ns = now_ns(rig)
+    chunk = request_chunk(rig, stamp_ns)
+    assert tuple(chunk.joint_names) == contract.CHUNK_JOINT_NAMES
+    assert len(chunk.points) == 10
+    positions = np.array([p.positions for p in chunk.points])
+    assert positions.shape == (10, 7) and np.all(np.isfinite(positions)) and np.all(np.abs(positions) <= 1.0)
+    times = [p.time_from_start.sec + p.time_from_start.nanosec / 1e9 for p in chunk.points]
+    np.testing.assert_allclose(times, [(k + 1) / 20.0 for k in range(10)])
+    rig["probe"].wait_for(lambda: len(rig["cots"]) > 0 and len(rig["images"]) > 0, 10, "CoT and reasoning image")
+    image = rig["images"][-1]
+    assert image.encoding == "rgb8" and image.width > 2 * 224
+    _, values = wait_diagnostics(rig, lambda v: count(v, "chunks_published") >= 1, "a published chunk")
+    assert values["mode"] == "full"
+    assert {"vision_ms", "prefill_ms", "cot_ms", "action_ms"} <= set(values)
+
+
+def test_bad_frames_and_joint_states_are_rejected_and_counted(rig):
+    stamp = Time(nanoseconds=now_ns(rig)).to_msg()
+    depth = numpy_to_image(np.zeros((64, 64), np.float32), "32FC1", stamp=stamp)
+    joints = JointState(name=list(contract.ROBOT_JOINT_NAMES), position=[float("nan")] * 9)
+    joints.header.stamp = stamp
+
+    def resend() -> None:
+        rig["agentview"].publish(depth)
+        rig["joints"].publish(joints)
+
+    wait_diagnostics(rig, lambda v: count(v, "frames_rejected") > 0 and count(v, "joint_states_rejected") > 0,
+                     "rejected frames and joint states", resend)
+    # mono8 frames are converted, not rejected: the node still answers
+    mono = camera_image(2, 96)[:, :, 0]
+    chunk = request_chunk(rig, now_ns(rig), agentview=mono, wrist=mono, encoding="mono8")
+    assert len(chunk.points) == 10
+
+
+def test_stale_observations_are_not_used(rig):
+    stale_ns = now_ns(rig) - int(120e9)
+    before = count(latest_diagnostics(rig)[1], "stale_skips")
+    level, _ = wait_diagnostics(rig, lambda v: count(v, "stale_skips") > before, "a stale skip",
+                                lambda: send_observation(rig, stale_ns))
+    assert level >= 1  # WARN
+    assert not any(Time.from_msg(c.header.stamp).nanoseconds == stale_ns for c in rig["chunks"])
+
+
+def test_engine_error_is_reported_and_the_node_keeps_running(rig):
+    tiny = np.zeros((1, 1, 3), np.uint8)  # the engine refuses a 1x1 frame
+    before = count(latest_diagnostics(rig)[1], "engine_errors")
+    level, _ = wait_diagnostics(rig, lambda v: count(v, "engine_errors") > before, "an engine error",
+                                lambda: send_observation(rig, now_ns(rig), agentview=tiny))
+    assert level == 2  # ERROR
+    assert len(request_chunk(rig, now_ns(rig)).points) == 10
+
+
+def set_parameter(rig, name: str, value: str):
+    client = rig["probe"].node.create_client(SetParameters, "/dtvla_policy/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    request = SetParameters.Request(parameters=[Parameter(
+        name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))])
+    future = client.call_async(request)
+    rig["probe"].wait_for(future.done, 10, "set_parameters reply")
+    return future.result().results[0]
+
+
+def test_mode_changes_at_run_time_and_bad_modes_are_refused(rig):
+    refused = set_parameter(rig, "mode", "telepathy")
+    assert not refused.successful and "mode must be one of" in refused.reason
+    assert set_parameter(rig, "mode", "masked").successful
+    request_chunk(rig, now_ns(rig))
+    wait_diagnostics(rig, lambda v: v.get("mode") == "masked", "mode masked")
+    assert set_parameter(rig, "mode", "full").successful
+
+
+def test_sigterm_stops_the_node_cleanly(tiny_checkpoint):
+    process = start_node(NODE, "-r", "__node:=policy_sigterm", "-p", f"checkpoint:={tiny_checkpoint}")
+    with probe_node("sigterm_probe") as probe:
+        diagnostics = probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
+        probe.wait_for(lambda: any(s.name == "policy_sigterm: inference" for d in diagnostics for s in d.status),
+                       60, "the node spinning (its diagnostics)")
+    code, output = stop_node(process, signal.SIGTERM)
+    assert code == 0, output
+
+
+def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):
+    process = start_node(NODE, "-p", f"checkpoint:={tmp_path / 'nothing'}")
+    output, _ = process.communicate(timeout=60)
+    code = process.returncode
+    assert code == 1 and "does not exist" in output
