@@ -18,6 +18,7 @@ PIP := $(VPY) -m pip
 PIP_FLAGS := --progress-bar off -c requirements/constraints.txt
 RUN := . $(VENV)/bin/activate && . scripts/ros_env.sh &&
 PYTEST_ARGS ?=
+SIM_ARGS ?=
 
 SETUP_STAMP := $(VENV)/.setup-stamp
 PKG_STAMP := $(VENV)/.packages-stamp
@@ -31,7 +32,7 @@ PKG_MANIFEST := $(VENV)/.packages-manifest
 PKG_FIND := find $(wildcard $(PKG_DIRS) config launch) \( -name build -o -name '*.egg-info' -o -name __pycache__ \) -prune \
 	-o -type f ! -name '*.pyc' -print0
 
-.PHONY: help setup packages test test-all lint format clean FORCE
+.PHONY: help setup packages sim test test-all lint format clean FORCE
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +61,9 @@ $(PKG_STAMP): $(SETUP_STAMP) $(PKG_MANIFEST)
 	$(PIP) install --progress-bar off --no-deps --no-build-isolation --force-reinstall $(addprefix ./,$(PKG_DIRS))
 	rm -rf $(PKG_BUILD_JUNK)
 	touch $@
+
+sim: setup ## run one LIBERO episode: policy node + sim bridge over ROS 2 (SIM_ARGS="--checkpoint DIR ...")
+	$(RUN) dtvla-sim $(SIM_ARGS)
 
 test: setup ## ruff check + pytest (without tests marked slow)
 	$(RUN) ruff check . && pytest -m "not slow" $(PYTEST_ARGS)

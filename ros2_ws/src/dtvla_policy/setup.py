@@ -28,6 +28,7 @@ setup(
             "dtvla-tiny-checkpoint = dtvla_policy.model.tiny_checkpoint:main",
             "dtvla-infer = dtvla_policy.inference.cli:main",
             "policy_node = dtvla_policy.ros.policy_node:main",
+            "dtvla-sim = dtvla_policy.ros.sim_launcher:main",
         ],
     },
 )

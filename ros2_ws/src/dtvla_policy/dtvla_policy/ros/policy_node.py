@@ -66,6 +66,32 @@ def _descriptor(description: str, *, read_only: bool = False, float_range: tuple
     return descriptor
 
 
+# name -> (default, descriptor). The default fixes the type; config/sim.yaml sets these per deployment.
+PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
+    "checkpoint": ("", _descriptor("checkpoint directory (safetensors, config, tokenizer, norm_stats.json)",
+                                   read_only=True)),
+    "device": ("cpu", _descriptor("torch device: cpu, cuda, cuda:1 ...", read_only=True)),
+    "dtype": ("auto", _descriptor("auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16", read_only=True)),
+    "mode": ("full", _descriptor("full: chain-of-thought then actions; masked: empty CoT, one pass (changeable)")),
+    "max_cot_tokens": (256, _descriptor("cap on CoT tokens; a longer CoT is closed by force", int_range=(0, 2048))),
+    "control_rate_hz": (20.0, _descriptor("rate the chunk's steps are executed at (time_from_start)",
+                                          float_range=(1.0, 1000.0))),
+    "replan.trigger": ("request", _descriptor("request: answer the bridge's chunk requests; steps: replan every "
+                                              "replan.after_steps control steps on the newest frames",
+                                              read_only=True)),
+    "replan.after_steps": (10, _descriptor("steps of a chunk executed before the next one (trigger steps)",
+                                           int_range=(1, CHUNK_STEPS))),
+    "staleness.max_observation_age_s": (1.0, _descriptor("no inference on frames older than this (node clock)",
+                                                         float_range=(0.0, 3600.0))),
+    "staleness.max_camera_skew_s": (0.05, _descriptor("max stamp difference of the two camera frames of a pair",
+                                                      float_range=(0.0, 10.0), read_only=True)),
+    "action_limits.low": ([-1.0] * ACTION_DIM, _descriptor("per-dim lower clip of published commands")),
+    "action_limits.high": ([1.0] * ACTION_DIM, _descriptor("per-dim upper clip of published commands")),
+    "dry_run": (False, _descriptor("think and publish CoT/diagnostics, but publish no action chunk")),
+    "publish_reasoning_image": (True, _descriptor("publish ~/reasoning_image (views + CoT + chunk)")),
+}
+
+
 class PolicyNode(Node):
     """Runs the policy engine on synchronized camera pairs and publishes chunks, CoT and diagnostics."""
 
@@ -109,31 +135,7 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> PolicySettings:
-        d = _descriptor
-        params = {
-            "checkpoint": ("", d("checkpoint directory (safetensors, config, tokenizer, norm_stats.json)",
-                                 read_only=True)),
-            "device": ("cpu", d("torch device: cpu, cuda, cuda:1 ...", read_only=True)),
-            "dtype": ("auto", d("auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16", read_only=True)),
-            "mode": ("full", d("full: chain-of-thought then actions; masked: empty CoT, one pass (changeable)")),
-            "max_cot_tokens": (256, d("cap on CoT tokens; a longer CoT is closed by force", int_range=(0, 2048))),
-            "control_rate_hz": (20.0, d("rate the chunk's steps are executed at (time_from_start)",
-                                        float_range=(1.0, 1000.0))),
-            "replan.trigger": ("request", d("request: answer the bridge's chunk requests; steps: replan every "
-                                            "replan.after_steps control steps on the newest frames",
-                                            read_only=True)),
-            "replan.after_steps": (10, d("steps of a chunk executed before the next one (trigger steps)",
-                                         int_range=(1, CHUNK_STEPS))),
-            "staleness.max_observation_age_s": (1.0, d("no inference on frames older than this (node clock)",
-                                                       float_range=(0.0, 3600.0))),
-            "staleness.max_camera_skew_s": (0.05, d("max stamp difference of the two camera frames of a pair",
-                                                    float_range=(0.0, 10.0), read_only=True)),
-            "action_limits.low": ([-1.0] * ACTION_DIM, d("per-dim lower clip of published commands")),
-            "action_limits.high": ([1.0] * ACTION_DIM, d("per-dim upper clip of published commands")),
-            "dry_run": (False, d("think and publish CoT/diagnostics, but publish no action chunk")),
-            "publish_reasoning_image": (True, d("publish ~/reasoning_image (views + CoT + chunk)")),
-        }
-        for name, (default, descriptor) in params.items():
+        for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         settings = PolicySettings(
