@@ -18,5 +18,9 @@ setup(
     maintainer_email="dev@dtvla.dev",
     description="LIBERO simulator wrapper, ROS 2 sim bridge and evaluation harness.",
     license="MIT",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "sim_bridge_node = dtvla_sim_bridge.ros.sim_bridge_node:main",
+        ],
+    },
 )

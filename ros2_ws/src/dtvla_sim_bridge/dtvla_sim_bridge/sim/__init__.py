@@ -1,0 +1,30 @@
+"""LIBERO simulator wrapper: suites and step caps, one task env driven as the evaluation protocol does. No ROS."""
+
+from dtvla_sim_bridge.sim.libero_env import (
+    ACTION_DIM,
+    CONTROL_FREQ_HZ,
+    SETTLE_ACTION,
+    Frame,
+    LiberoSim,
+    SimulationError,
+    StepResult,
+    binarize_gripper,
+    rotate_180,
+)
+from dtvla_sim_bridge.sim.suites import SUITE_NAMES, SUITES, SuiteSpec, get_suite
+
+__all__ = [
+    "ACTION_DIM",
+    "CONTROL_FREQ_HZ",
+    "SETTLE_ACTION",
+    "SUITES",
+    "SUITE_NAMES",
+    "Frame",
+    "LiberoSim",
+    "SimulationError",
+    "StepResult",
+    "SuiteSpec",
+    "binarize_gripper",
+    "get_suite",
+    "rotate_180",
+]

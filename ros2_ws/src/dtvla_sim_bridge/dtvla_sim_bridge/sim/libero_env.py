@@ -1,0 +1,278 @@
+"""One LIBERO task environment as the evaluation protocol drives it; used by the sim bridge and the eval harness.
+
+Mirrors DeepThinkVLA `src/experiments/run_libero_eval.py` / `libero_utils.py`: `env.seed(seed)` once, each episode
+`reset()` + `set_init_state(init_states[i])` + `settle_steps` no-ops `[0, 0, 0, 0, 0, 0, -1]`, cameras rotated 180
+degrees (`img[::-1, ::-1]`), the gripper sign-binarised, success = LIBERO's `done` (the BDDL goal holds), the
+episode capped at the suite's max steps. libero / robosuite / mujoco are imported on first use, after MUJOCO_GL
+gets its default, because robosuite picks the GL backend at import; importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dtvla_sim_bridge.sim.suites import get_suite
+
+CONTROL_FREQ_HZ = 20  # robosuite ControlEnv default, which LIBERO and its datasets use
+SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # upstream "dummy action": hold, gripper open
+ACTION_DIM = 7  # OSC_POSE delta eef (dx, dy, dz, drx, dry, drz) + gripper
+AGENTVIEW_KEY = "agentview_image"
+WRIST_KEY = "robot0_eye_in_hand_image"
+
+
+class SimulationError(RuntimeError):
+    """MuJoCo / robosuite failed or went unstable during a reset or step; the episode cannot continue."""
+
+
+def binarize_gripper(value: float) -> float:
+    """LIBERO gripper command from a policy value: > 0 closes (+1), anything else opens (-1).
+
+    Upstream evals use `np.sign`, which maps exactly 0 to 0 (a half-way command the policy never trained on);
+    0 is treated as open here, like the settle action.
+    """
+    return 1.0 if value > 0 else -1.0
+
+
+def rotate_180(image: np.ndarray) -> np.ndarray:
+    """Robosuite renders upside down; the upright, C-contiguous copy is what the policy was trained on."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the robot senses after a reset or step. Arrays are read-only, so a frame can be shared freely."""
+
+    agentview: np.ndarray  # (H, W, 3) uint8 RGB, already rotated 180 degrees
+    wrist: np.ndarray  # (H, W, 3) uint8 RGB, already rotated 180 degrees
+    joint_pos: np.ndarray  # (7,) float64 rad, Panda arm joints 1-7
+    joint_vel: np.ndarray  # (7,) float64 rad/s
+    gripper_qpos: np.ndarray  # (2,) float64 m, the two finger joints
+    gripper_qvel: np.ndarray  # (2,) float64 m/s
+    eef_pos: np.ndarray  # (3,) float64 m, world frame
+    eef_quat: np.ndarray  # (4,) float64 x, y, z, w (robosuite order)
+    step: int  # policy steps since the reset (settle steps excluded)
+    sim_time: float  # s of simulated time since the init state was set, settle steps included
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one control step."""
+
+    frame: Frame
+    reward: float  # LIBERO's sparse reward: 1.0 on success, else 0.0
+    success: bool  # LIBERO's `done`: the BDDL goal predicates hold; the episode is over
+    timeout: bool  # the step cap was reached without success; the episode is over
+    info: dict[str, Any] = field(default_factory=dict)  # robosuite's info dict, passed through
+
+    @property
+    def steps(self) -> int:
+        return self.frame.step
+
+
+def _import_libero() -> tuple[Any, Any, Any]:
+    os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the robosuite import; egl is headless
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    return benchmark, get_libero_path, OffScreenRenderEnv
+
+
+def _instability_count(env: Any) -> int:
+    """MuJoCo's count of bad-state warnings: on NaN/Inf it resets the data and only warns, so poll it."""
+    import mujoco
+
+    warnings = env.sim.data.warning
+    bad = (
+        mujoco.mjtWarning.mjWARN_BADQPOS,
+        mujoco.mjtWarning.mjWARN_BADQVEL,
+        mujoco.mjtWarning.mjWARN_BADQACC,
+        mujoco.mjtWarning.mjWARN_BADCTRL,
+    )
+    return sum(int(warnings[int(kind)].number) for kind in bad)
+
+
+class LiberoSim:
+    """One LIBERO task with two cameras, stepped with 7-dim delta-eef actions at 20 Hz.
+
+    Owns an offscreen render context: only one `LiberoSim` per process can exist (MuJoCo's EGL limitation), and
+    `close()` must run (or use `with LiberoSim(...) as sim:`), else EGL prints tracebacks at exit.
+    """
+
+    def __init__(
+        self,
+        suite: str,
+        task_id: int,
+        *,
+        camera_size: int = 256,
+        seed: int = 0,
+        settle_steps: int = 10,
+        max_steps: int | None = None,
+    ) -> None:
+        """`camera_size` is the square render size in px (the upstream eval renders 256, the policy resizes);
+        `max_steps` caps policy steps per episode (None: the suite's DeepThinkVLA cap)."""
+        spec = get_suite(suite)
+        if not 0 <= task_id < spec.num_tasks:
+            raise ValueError(
+                f"task_id {task_id} out of range: {suite} has {spec.num_tasks} tasks (0..{spec.num_tasks - 1})"
+            )
+        if camera_size < 1:
+            raise ValueError(f"camera_size must be >= 1 px, got {camera_size}")
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
+        max_steps = spec.max_steps if max_steps is None else max_steps
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.suite = suite
+        self.task_id = task_id
+        self.camera_size = camera_size
+        self.settle_steps = settle_steps
+        self.max_steps = max_steps
+        self.control_freq = CONTROL_FREQ_HZ
+
+        benchmark, get_libero_path, offscreen_render_env = _import_libero()
+        task_suite = benchmark.get_benchmark_dict()[suite]()
+        task = task_suite.get_task(task_id)
+        self.task_name: str = task.name
+        self.task_language: str = task.language
+        self._init_states = np.asarray(task_suite.get_task_init_states(task_id))
+        bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+        # robosuite raises once `horizon` steps are taken; settle + cap keeps it from ending an episode early.
+        self._env: Any = offscreen_render_env(
+            bddl_file_name=str(bddl),
+            camera_heights=camera_size,
+            camera_widths=camera_size,
+            horizon=settle_steps + max_steps,
+        )
+        self._env.seed(seed)
+        self._step = -1  # -1: no episode yet
+        self._over = ""  # why the current episode is over ("" while it runs)
+
+    # --- properties ------------------------------------------------------------------------------------------
+    @property
+    def num_init_states(self) -> int:
+        return len(self._init_states)
+
+    @property
+    def steps(self) -> int:
+        """Policy steps taken in the current episode (-1 before the first reset)."""
+        return self._step
+
+    @property
+    def env(self) -> Any:
+        """The underlying `OffScreenRenderEnv`, for tools that need MuJoCo state (object poses, videos)."""
+        self._check_open()
+        return self._env
+
+    # --- episode ---------------------------------------------------------------------------------------------
+    def check_init_state(self, init_state_index: int) -> None:
+        """ValueError unless the task has init state `init_state_index`."""
+        count = self.num_init_states
+        if not 0 <= init_state_index < count:
+            raise ValueError(
+                f"init_state_index {init_state_index} out of range: {self.suite} task {self.task_id} has "
+                f"{count} init states (0..{count - 1})"
+            )
+
+    def reset(self, init_state_index: int, hard_reset: bool = False) -> Frame:
+        """Start an episode from init state `init_state_index`, then run the settle no-ops.
+
+        `hard_reset=True` rebuilds the MJCF (~4 s, robosuite's default); False only resets the MuJoCo data
+        (~0.5 s) and gives the same state after `set_init_state`.
+        """
+        self._check_open()
+        self.check_init_state(init_state_index)
+        self._step = -1  # no usable episode until the settle steps are through
+        self._env.env.hard_reset = hard_reset  # robosuite reads the flag at every reset()
+        try:
+            self._env.reset()
+            obs = self._env.set_init_state(self._init_states[init_state_index])
+        except Exception as exc:  # any MuJoCo / robosuite failure ends the episode the same way
+            raise SimulationError(f"reset to init state {init_state_index} failed: {exc!r}") from exc
+        for _ in range(self.settle_steps):
+            obs, *_ = self._env_step(SETTLE_ACTION)
+        self._step = 0
+        self._over = ""
+        return self._frame(obs)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Apply one 7-dim action (dims 0-5 delta eef in [-1, 1], robosuite clips; dim 6 gripper, binarised).
+
+        Raises ValueError for a malformed action, RuntimeError outside an episode, SimulationError when the
+        simulator fails (the episode is then over).
+        """
+        self._check_open()
+        command = np.asarray(action, dtype=np.float64)
+        if command.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {command.shape}")
+        if not np.isfinite(command).all():
+            raise ValueError(f"action must be finite, got {command.tolist()}")
+        if self._step < 0:
+            raise RuntimeError("no episode: call reset() first")
+        if self._over:
+            raise RuntimeError(f"episode over ({self._over} at step {self._step}): call reset() first")
+        command = command.copy()
+        command[-1] = binarize_gripper(command[-1])
+        try:
+            obs, reward, done, info = self._env_step(command)
+        except SimulationError:
+            self._over = "simulation error"
+            raise
+        self._step += 1
+        success = bool(done)
+        timeout = not success and self._step >= self.max_steps
+        self._over = "success" if success else "timeout" if timeout else ""
+        return StepResult(self._frame(obs), float(reward), success, timeout, dict(info))
+
+    def close(self) -> None:
+        """Free the simulator and its render context; safe to call twice."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def __enter__(self) -> LiberoSim:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals -------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._env is None:
+            raise RuntimeError("LiberoSim is closed")
+
+    def _env_step(self, command: np.ndarray) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
+        before = _instability_count(self._env)
+        try:
+            result = self._env.step(command)
+        except Exception as exc:  # any MuJoCo / robosuite failure ends the episode the same way
+            raise SimulationError(f"simulator step failed: {exc!r}") from exc
+        if _instability_count(self._env) != before:
+            raise SimulationError("MuJoCo found NaN/Inf in qpos, qvel, qacc or ctrl and reset the simulation")
+        return result
+
+    def _frame(self, obs: dict[str, Any]) -> Frame:
+        def vector(key: str) -> np.ndarray:
+            return _read_only(np.array(obs[key], dtype=np.float64))
+
+        return Frame(
+            agentview=_read_only(rotate_180(obs[AGENTVIEW_KEY])),
+            wrist=_read_only(rotate_180(obs[WRIST_KEY])),
+            joint_pos=vector("robot0_joint_pos"),
+            joint_vel=vector("robot0_joint_vel"),
+            gripper_qpos=vector("robot0_gripper_qpos"),
+            gripper_qvel=vector("robot0_gripper_qvel"),
+            eef_pos=vector("robot0_eef_pos"),
+            eef_quat=vector("robot0_eef_quat"),
+            step=self._step,
+            sim_time=(self.settle_steps + self._step) / self.control_freq,
+        )
