@@ -7,12 +7,13 @@ Needs a ROS 2 installation with launch_ros (e.g. the project's Docker image). Ma
 use `dtvla-sim`, which starts the same two executables with the same parameter file.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:

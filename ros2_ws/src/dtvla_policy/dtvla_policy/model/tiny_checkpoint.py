@@ -9,9 +9,11 @@ released model. The tokenizer is a Gemma-style byte-fallback BPE trained on a fe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +133,9 @@ def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
-        model.save_pretrained(tmp, safe_serialization=True)
+        # save_pretrained imports DeepSpeed when installed, whose logger prints to stdout: keep stdout for results
+        with contextlib.redirect_stdout(sys.stderr):
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / NORM_STATS_FILE).write_text(json.dumps(DEMO_NORM_STATS.to_stats(), indent=2))
         (tmp / "README.md").write_text(

@@ -24,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from tqdm import tqdm
@@ -31,7 +32,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dtvla_policy.ros import contract
 
-FINAL_STATES = ("success", "timeout", "failed")
+FINAL_STATES = ("success", "timeout", "failed", "aborted")
+# Reliable, latched, and deep enough that an episode's end and the "finished" right after it both arrive.
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 UNTRAINED_BANNER = """
 ################################################################################
 #  No --checkpoint given: using a tiny RANDOM-INIT checkpoint ({path}).
@@ -83,8 +87,10 @@ class RunState:
             return
         with self.lock:
             self.current = status
-            if status.get("state") in FINAL_STATES:
-                self.episodes[int(status["episode"])] = status
+            # "finished" follows the last episode's end and still carries its result in "outcome"
+            outcome = status.get("outcome") if status.get("state") == "finished" else status.get("state")
+            if outcome in FINAL_STATES and "episode" in status:
+                self.episodes[int(status["episode"])] = {**status, "state": outcome}
 
     def on_chunk(self, _msg: JointTrajectory) -> None:
         with self.lock:
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     context = Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     watcher = Node("dtvla_sim_watcher", context=context)
-    watcher.create_subscription(String, contract.EPISODE_STATUS_TOPIC, state.on_status, contract.LATCHED_QOS)
+    watcher.create_subscription(String, contract.EPISODE_STATUS_TOPIC, state.on_status, STATUS_QOS)
     watcher.create_subscription(JointTrajectory, contract.POLICY_ACTION_CHUNK, state.on_chunk, contract.COMMAND_QOS)
     watcher.create_subscription(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, state.on_diagnostics, 10)
     executor = SingleThreadedExecutor(context=context)
@@ -166,14 +172,19 @@ def run(args: argparse.Namespace) -> int:
         for name, command in commands.items():
             with logs[name].open("w") as log:
                 processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        with tqdm(total=args.episodes, unit="episode", desc=f"{args.suite}/{args.task}", file=sys.stderr) as bar:
+        shown: dict = {}
+        with tqdm(total=args.episodes, unit="episode", desc=f"{args.suite}/{args.task}", file=sys.stderr,
+                  mininterval=1.0) as bar:
             while True:
                 with state.lock:
                     done, current, chunks = len(state.episodes), dict(state.current), state.chunks
-                bar.n = done
-                bar.set_postfix(state=current.get("state", "starting"), steps=current.get("steps", 0),
-                                chunks=chunks, successes=sum(e.get("state") == "success"
-                                                             for e in state.episodes.values()))
+                    successes = sum(e.get("state") == "success" for e in state.episodes.values())
+                postfix = {"state": current.get("state", "starting"), "steps": current.get("steps", 0),
+                           "chunks": chunks, "successes": successes}
+                if postfix != shown or done != bar.n:
+                    bar.n = done
+                    bar.set_postfix(postfix)
+                    shown = postfix
                 if done >= args.episodes:
                     break
                 dead = [n for n, p in processes.items() if p.poll() is not None]
