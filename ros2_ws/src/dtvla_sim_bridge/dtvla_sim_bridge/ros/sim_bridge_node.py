@@ -398,8 +398,12 @@ class SimBridgeNode(Node):
         self._failure_streak = self._failure_streak + 1 if state == "failed" else 0
         self._queue.clear()
         self._pending = None
-        log = self.get_logger().error if state == "failed" else self.get_logger().info
-        log(f"episode {episode.episode} {state} after {episode.steps} steps" + (f": {error}" if error else ""))
+        summary = f"episode {episode.episode} {state} after {episode.steps} steps" + (f": {error}" if error else "")
+        # two call sites: rclpy refuses one logging call site used with two severities
+        if state == "failed":
+            self.get_logger().error(summary)
+        else:
+            self.get_logger().info(summary)
         self._publish_report()
         exhausted = 0 < self.config.num_episodes <= self._episodes_started
         if exhausted or self._failure_streak >= MAX_CONSECUTIVE_FAILURES:
