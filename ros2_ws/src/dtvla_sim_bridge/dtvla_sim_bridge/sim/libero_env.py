@@ -9,7 +9,9 @@ gets its default, because robosuite picks the GL backend at import; importing th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +142,8 @@ class LiberoSim:
         self.control_freq = CONTROL_FREQ_HZ
 
         benchmark, get_libero_path, offscreen_render_env = _import_libero()
-        task_suite = benchmark.get_benchmark_dict()[suite]()
+        with contextlib.redirect_stdout(sys.stderr):  # libero-pro prints "[info] ..." there; stdout is for results
+            task_suite = benchmark.get_benchmark_dict()[suite]()
         task = task_suite.get_task(task_id)
         self.task_name: str = task.name
         self.task_language: str = task.language
