@@ -6,6 +6,8 @@ The ROS `launch` package cannot be installed here, so the file is read with `ast
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
 from dataclasses import fields
 from importlib.metadata import distribution
 from pathlib import Path
@@ -76,3 +78,22 @@ def test_remappings_name_topics_of_the_contract():
     topics = {contract.AGENTVIEW_TOPIC, contract.WRIST_TOPIC}
     for node in launch_nodes():
         assert node["remapped"] and set(node["remapped"]) <= topics
+
+
+def test_colcon_build_installs_what_ros2_launch_needs(tmp_path):
+    """`ros2 launch dtvla_policy sim.launch.py` finds executables in lib/<pkg> and files in share/<pkg>."""
+    workspace = tmp_path / "ws"
+    shutil.copytree(ROOT / "ros2_ws", workspace / "ros2_ws", ignore=shutil.ignore_patterns("build", "install", "log",
+                                                                                          "*.egg-info", "__pycache__"))
+    for folder in ("launch", "config"):
+        shutil.copytree(ROOT / folder, workspace / folder)
+    result = subprocess.run(["colcon", "build", "--base-paths", "src"], cwd=workspace / "ros2_ws",
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    install = workspace / "ros2_ws" / "install"
+    share = install / "dtvla_policy" / "share" / "dtvla_policy"
+    assert (share / "launch" / "sim.launch.py").is_file() and (share / "config" / "sim.yaml").is_file()
+    for node in launch_nodes():
+        assert (install / node["package"] / "lib" / node["package"] / node["executable"]).is_file()
+    index = install / "dtvla_sim_bridge" / "share" / "ament_index" / "resource_index" / "packages"
+    assert (index / "dtvla_sim_bridge").is_file()
