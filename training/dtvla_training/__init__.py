@@ -1,4 +1,2 @@
-"""DeepThinkVLA training: CoT datasets in the LeRobot v2.1 layout, SFT, and GRPO against the LIBERO simulator.
-
-Real code comes later; this package exists so `make setup` installs it next to dtvla_policy.
-"""
+"""DeepThinkVLA training: CoT datasets in the LeRobot v2.1 layout (`data`), supervised fine-tuning with DeepSpeed
+(`sft`). Checkpoints are written in the layout `dtvla_policy.model.checkpoint` loads."""

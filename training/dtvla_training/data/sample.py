@@ -1,0 +1,28 @@
+"""One training example, as the dataset reader yields it and the SFT collator consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A frame of an episode with its 10-step future action chunk.
+
+    agentview, wrist: (H, W, 3) uint8 RGB, upright (LIBERO data is already rotated 180 degrees).
+    actions: (10, 7) float32 RAW actions (not normalised): frame t .. t+9 of the episode, the last action repeated
+        past the episode's end, as upstream.
+    task: the instruction as stored in the dataset (the prompt normalises case and underscores).
+    reasoning: the CoT text without the `<think>` tags; "" for an empty thought.
+    episode_index, frame_index: provenance, for logging and the resumable data position.
+    """
+
+    agentview: np.ndarray
+    wrist: np.ndarray
+    actions: np.ndarray
+    task: str
+    reasoning: str
+    episode_index: int
+    frame_index: int
