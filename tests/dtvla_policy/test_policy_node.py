@@ -171,11 +171,14 @@ def test_engine_error_is_reported_and_the_node_keeps_running(rig):
     assert len(request_chunk(rig, now_ns(rig)).points) == 10
 
 
-def set_parameter(rig, name: str, value: str):
+def set_parameter(rig, name: str, value: str | bool):
     client = rig["probe"].node.create_client(SetParameters, "/dtvla_policy/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
-    request = SetParameters.Request(parameters=[Parameter(
-        name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))])
+    if isinstance(value, bool):
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    else:
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
     future = client.call_async(request)
     rig["probe"].wait_for(future.done, 10, "set_parameters reply")
     return future.result().results[0]
@@ -188,6 +191,20 @@ def test_mode_changes_at_run_time_and_bad_modes_are_refused(rig):
     request_chunk(rig, now_ns(rig))
     wait_diagnostics(rig, lambda v: v.get("mode") == "masked", "mode masked")
     assert set_parameter(rig, "mode", "full").successful
+
+
+def test_dry_run_thinks_but_publishes_no_chunk(rig):
+    assert set_parameter(rig, "dry_run", True).successful
+    try:
+        before = count(latest_diagnostics(rig)[1], "inferences")
+        published = count(latest_diagnostics(rig)[1], "chunks_published")
+        stamp_ns = now_ns(rig)
+        wait_diagnostics(rig, lambda v: count(v, "inferences") > before and v.get("dry_run") == "True",
+                         "a dry-run inference", lambda: send_observation(rig, stamp_ns))
+        assert not any(Time.from_msg(c.header.stamp).nanoseconds == stamp_ns for c in rig["chunks"])
+        assert count(latest_diagnostics(rig)[1], "chunks_published") == published
+    finally:
+        assert set_parameter(rig, "dry_run", False).successful
 
 
 def test_sigterm_stops_the_node_cleanly(tiny_checkpoint):

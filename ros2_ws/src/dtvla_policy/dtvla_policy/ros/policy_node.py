@@ -106,8 +106,9 @@ class PolicyNode(Node):
         self.get_logger().info(f"loaded checkpoint {self.settings.checkpoint} on {self.settings.device}")
         self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
         self.task: str | None = None
-        self.stats = {k: 0 for k in ("chunks_published", "deadline_misses", "stale_skips", "frames_rejected",
-                                     "joint_states_rejected", "engine_errors", "chunks_clipped", "cot_truncated")}
+        self.stats = {k: 0 for k in ("inferences", "chunks_published", "deadline_misses", "stale_skips",
+                                     "frames_rejected", "joint_states_rejected", "engine_errors", "chunks_clipped",
+                                     "cot_truncated")}
         self.last = {"timings": {}, "cot_tokens": 0, "observation_age_ms": float("nan"), "error": "",
                      "joint_state_stamp_ns": None}
         self._warned: set[str] = set()
@@ -290,8 +291,9 @@ class PolicyNode(Node):
         stamp = Time(nanoseconds=pair.stamp_ns).to_msg()
         if not settings.dry_run:
             self.chunk_pub.publish(self._chunk_message(actions, stamp, settings.control_rate_hz))
+            self.stats["chunks_published"] += 1
         self.cot_pub.publish(String(data=prediction.cot))
-        self.stats["chunks_published"] += 1
+        self.stats["inferences"] += 1
         self.stats["cot_truncated"] += int(prediction.cot_truncated)
         elapsed = time.perf_counter() - start
         if elapsed > settings.replan_after_steps / settings.control_rate_hz:

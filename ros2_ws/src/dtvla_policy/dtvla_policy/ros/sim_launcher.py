@@ -101,7 +101,7 @@ class RunState:
             if not status.name.endswith(": inference"):
                 continue
             values = {kv.key: kv.value for kv in status.values}
-            published = int(values.get("chunks_published", 0))
+            published = int(values.get("inferences", 0))
             with self.lock:
                 if published > self.published_seen and "total_ms" in values:
                     self.published_seen = published
