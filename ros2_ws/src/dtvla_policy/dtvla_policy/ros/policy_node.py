@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -32,6 +31,7 @@ from dtvla_policy.inference.reasoning_view import render_reasoning_view
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import ImageConversionError, image_to_rgb8, numpy_to_image
+from dtvla_policy.ros.node_runner import run_node
 
 RUNTIME_MODES = ("full", "masked")
 
@@ -130,7 +130,8 @@ class PolicyNode(Node):
         self.create_subscription(JointState, contract.JOINT_STATES_TOPIC, self._on_joint_state, contract.SENSOR_QOS)
         self.create_subscription(String, contract.TASK_TOPIC, self._on_task, contract.LATCHED_QOS)
         self.create_subscription(Header, contract.CHUNK_REQUEST_TOPIC, self._on_request, contract.COMMAND_QOS)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # wall-clock reporting, also while an idle simulator holds /clock still
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="dtvla-inference", daemon=True)
         self._worker.start()
 
@@ -354,21 +355,8 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = PolicyNode()
-            except (ValueError, FileNotFoundError) as err:
-                rclpy.logging.get_logger("dtvla_policy").fatal(str(err))
-                raise SystemExit(1) from err
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the policy node until SIGINT or SIGTERM (exit 0); a bad checkpoint or parameter exits 1."""
+    run_node(PolicyNode, args, startup_errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ service calls and chunks are handled between steps. A reset (with its settle ste
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections import deque
 from dataclasses import dataclass, fields
@@ -29,16 +28,13 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock as RclClock
 from rclpy.clock import ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -63,6 +59,7 @@ from dtvla_policy.ros.contract import (
     WRIST_TOPIC,
 )
 from dtvla_policy.ros.image_conversion import numpy_to_image
+from dtvla_policy.ros.node_runner import run_node
 from dtvla_sim_bridge.ros.action_chunk import ChunkRejected, chunk_to_actions
 from dtvla_sim_bridge.sim.libero_env import ACTION_DIM, Frame, LiberoSim, SimulationError
 from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite
@@ -509,30 +506,9 @@ class SimBridgeNode(Node):
             self.get_logger().warning(message)
 
 
-def _interrupt() -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the bridge until SIGINT or SIGTERM; either closes the simulator and exits 0."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the executor spins, SIGTERM acts as Ctrl-C
-    try:
-        # Signals only trigger a guard condition; its callback raises between two executor callbacks. rclpy's own
-        # handlers would raise KeyboardInterrupt anywhere (LIBERO's reset loop swallows it: `finally: continue`)
-        # and shut the context down from another thread, racing the executor's next wait set (RCLError, exit 1).
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-            node = SimBridgeNode()
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            stop = node.create_guard_condition(_interrupt)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: stop.trigger())
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(SimBridgeNode, args)
 
 
 if __name__ == "__main__":

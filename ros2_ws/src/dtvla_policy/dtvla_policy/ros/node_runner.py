@@ -1,0 +1,52 @@
+"""`run_node`: the one `main` body of dtvla's nodes: init, build, spin until SIGINT/SIGTERM, exit 0.
+
+Signals only trigger a guard condition whose callback raises KeyboardInterrupt between two executor callbacks.
+rclpy's own handlers would raise KeyboardInterrupt anywhere (LIBERO's reset loop swallows it: `finally:
+continue`) and shut the context down from another thread, racing the executor's next wait set (ros2/rclpy#1166:
+RCLError, exit code 1). Python runs signal handlers only between bytecodes, and the executor's wait blocks in C
+until some entity is ready, so a steady-clock timer wakes it at SIGNAL_POLL_S: without it a node whose only
+timers follow an idle /clock (use_sim_time) would never see the signal. Until the executor spins, SIGTERM acts as
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+SIGNAL_POLL_S = 0.2  # worst-case delay between a signal and the shutdown starting
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None,
+             startup_errors: tuple[type[Exception], ...] = ()) -> None:
+    """Build the node with `factory` and spin it; `startup_errors` while building log FATAL and exit 1."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+            try:
+                node = factory()
+            except startup_errors as err:
+                rclpy.logging.get_logger("dtvla").fatal(f"{type(err).__name__}: {err}")
+                raise SystemExit(1) from err
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            stop = node.create_guard_condition(_interrupt)
+            node.create_timer(SIGNAL_POLL_S, lambda: None, clock=Clock(clock_type=ClockType.STEADY_TIME))
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.trigger())
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
