@@ -11,11 +11,13 @@ import numpy as np
 class Sample:
     """A frame of an episode with its 10-step future action chunk.
 
-    agentview, wrist: (H, W, 3) uint8 RGB, upright (LIBERO data is already rotated 180 degrees).
+    agentview, wrist: (H, W, 3) uint8 RGB, upright (LIBERO data is already rotated 180 degrees), H = W = the
+        reader's image_size; agentview is augmented when the reader has an AugmentConfig, wrist never is.
     actions: (10, 7) float32 RAW actions (not normalised): frame t .. t+9 of the episode, the last action repeated
-        past the episode's end, as upstream.
+        past the episode's end, as upstream. Always finite (the reader skips frames whose chunk is not).
     task: the instruction as stored in the dataset (the prompt normalises case and underscores).
-    reasoning: the CoT text without the `<think>` tags; "" for an empty thought.
+    reasoning: the CoT text without the `<think>` tags and outer whitespace, decoded from token ids when the dataset
+        stores ids; "" for an empty thought.
     episode_index, frame_index: provenance, for logging and the resumable data position.
     """
 
