@@ -19,6 +19,7 @@ PIP_FLAGS := --progress-bar off -c requirements/constraints.txt
 RUN := . $(VENV)/bin/activate && . scripts/ros_env.sh &&
 PYTEST_ARGS ?=
 SIM_ARGS ?=
+DATASET_DIR ?= out/synthetic-dataset
 
 SETUP_STAMP := $(VENV)/.setup-stamp
 PKG_STAMP := $(VENV)/.packages-stamp
@@ -32,7 +33,7 @@ PKG_MANIFEST := $(VENV)/.packages-manifest
 PKG_FIND := find $(wildcard $(PKG_DIRS) config launch) \( -name build -o -name '*.egg-info' -o -name __pycache__ \) -prune \
 	-o -type f ! -name '*.pyc' -print0
 
-.PHONY: help setup packages sim test test-all lint format clean FORCE
+.PHONY: help setup packages sim dataset test test-all lint format clean FORCE
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -64,6 +65,9 @@ $(PKG_STAMP): $(SETUP_STAMP) $(PKG_MANIFEST)
 
 sim: setup ## run one LIBERO episode: policy node + sim bridge over ROS 2 (SIM_ARGS="--checkpoint DIR ...")
 	$(RUN) dtvla-sim $(SIM_ARGS)
+
+dataset: setup ## write a tiny synthetic CoT dataset (LeRobot v2.1 layout) to $(DATASET_DIR)
+	$(RUN) dtvla-synthetic-dataset $(DATASET_DIR)
 
 test: setup ## ruff check + pytest (without tests marked slow)
 	$(RUN) ruff check . && pytest -m "not slow" $(PYTEST_ARGS)
