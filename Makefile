@@ -67,7 +67,8 @@ sim: setup ## run one LIBERO episode: policy node + sim bridge over ROS 2 (SIM_A
 	$(RUN) dtvla-sim $(SIM_ARGS)
 
 dataset: setup ## write a tiny synthetic CoT dataset (LeRobot v2.1 layout) to $(DATASET_DIR)
-	$(RUN) dtvla-synthetic-dataset $(DATASET_DIR)
+	@if [ -f $(DATASET_DIR)/meta/info.json ]; then echo "$(DATASET_DIR) exists"; \
+	else $(RUN) dtvla-synthetic-dataset $(DATASET_DIR); fi
 
 test: setup ## ruff check + pytest (without tests marked slow)
 	$(RUN) ruff check . && pytest -m "not slow" $(PYTEST_ARGS)
