@@ -1,0 +1,1 @@
+"""Supervised fine-tuning of DeepThinkVLA with DeepSpeed: collation, config, objective, loop, checkpoints."""
