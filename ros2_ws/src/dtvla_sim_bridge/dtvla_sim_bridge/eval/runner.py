@@ -1,0 +1,319 @@
+"""Runs an evaluation: policy in the main process, episodes in spawned workers, records to the JSONL as they end.
+
+The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
+observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
+step in parallel fall into lockstep, so batches are full most of the time. A worker that dies has its episode
+recorded as an error and retried once by a fresh worker; the evaluation goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
+from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
+from dtvla_sim_bridge.eval.records import (
+    MAX_ATTEMPTS,
+    EpisodeLog,
+    pending_jobs,
+    read_records,
+    summarize,
+    summary_markdown,
+)
+from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worker_main
+
+BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
+POLL_S = 0.2
+RENDER_THREADS_PER_WORKER = 1  # with several workers (see WorkerPool)
+MAX_STARTUP_DEATHS = 3  # workers dying before taking a job point at the machine, not an episode: give up
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Files of one suite's evaluation in --out; several suites can share one directory."""
+
+    episodes: Path
+    summary_json: Path
+    summary_md: Path
+    manifest: Path
+    videos: Path
+
+    @classmethod
+    def of(cls, out: Path, suite: str) -> OutputPaths:
+        return cls(out / f"{suite}.episodes.jsonl", out / f"{suite}.summary.json", out / f"{suite}.summary.md",
+                   out / f"{suite}.manifest.json", out / "videos")
+
+
+class BatchPolicy:
+    """The engine in the main process: a list of observations in, one `PolicyReply` each out."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        # OpenMP threads that spin-wait between calls steal the cores the workers render on (measured on 2 cores:
+        # 230-1000 ms per tiny-model call with spinning, 54 ms without). Effective only if torch is not loaded yet.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch  # lazily: the sim bridge package must import without torch
+
+        from dtvla_policy.inference.engine import DecodeConfig, Observation, PolicyEngine
+
+        torch.manual_seed(config.seed)  # upstream seeds everything with 429
+        self._observation = Observation
+        self.mode = config.mode
+        self.seed = config.seed
+        self.calls = 0
+        try:
+            self.engine = PolicyEngine.from_checkpoint(
+                config.checkpoint, device=config.device, dtype=None if config.dtype == "auto" else config.dtype,
+                decode=DecodeConfig(max_cot_tokens=config.max_cot_tokens),
+            )
+        except Exception as exc:  # any loader failure is the same answer for the user: fix the checkpoint
+            raise EvalInputError(f"checkpoint {config.checkpoint} could not be loaded: {exc}") from exc
+
+    def __call__(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[PolicyReply]:
+        decode = self.engine.decode_config
+        if self.mode == "random":  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
+            decode = replace(decode, seed=self.seed + self.calls)
+        self.calls += 1
+        try:
+            predictions = self.engine.predict_batch([self._observation(*item) for item in items], self.mode, decode)
+        except Exception as exc:  # the episodes waiting on this batch fail; the evaluation goes on
+            return [PolicyReply(None, error=repr(exc)) for _ in items]
+        return [
+            PolicyReply(p.actions, p.cot, p.timings["total_ms"], p.cot_tokens, p.cot_truncated, len(items))
+            for p in predictions
+        ]
+
+
+@dataclass
+class _Worker:
+    worker_id: int
+    process: mp.process.BaseProcess
+    conn: Connection  # the main process's end of the worker's pipe
+    state: str = "starting"  # starting -> idle -> busy (resetting/stepping) <-> waiting (for a chunk)
+    job: Job | None = None
+    task: int | None = None
+
+
+class WorkerPool:
+    """Spawned episode workers, the job queue and the batching loop."""
+
+    def __init__(self, config: EvalConfig, policy: Callable[[list], list[PolicyReply]], videos: Path) -> None:
+        self.config = config
+        self.policy = policy
+        self.context = mp.get_context("spawn")  # fork would copy torch threads and GL state into the children
+        self.settings = WorkerSettings(
+            suite=config.suite, max_steps=config.max_steps, replan_steps=config.replan_steps,
+            camera_size=config.camera_size, env_seed=config.env_seed, settle_steps=config.settle_steps,
+            seed=config.seed, video_dir=str(videos),
+            # Several workers each rendering with one llvmpipe thread per core would oversubscribe the CPU.
+            render_threads=RENDER_THREADS_PER_WORKER if config.workers > 1 else None,
+        )
+        self.workers: dict[int, _Worker] = {}
+        self.next_id = 0
+        self.startup_deaths = 0
+        self.waiting: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
+        self.waiting_since = 0.0
+
+    def _spawn(self) -> None:
+        conn, child_conn = self.context.Pipe()
+        process = self.context.Process(target=worker_main, args=(self.next_id, self.settings, child_conn),
+                                       name=f"dtvla-eval-worker-{self.next_id}", daemon=True)
+        process.start()
+        child_conn.close()  # only the child holds its end: a dead child then reads as EOF here
+        self.workers[self.next_id] = _Worker(self.next_id, process, conn)
+        self.next_id += 1
+
+    def _send(self, worker: _Worker, message: object) -> None:
+        try:
+            worker.conn.send(message)
+        except OSError:
+            pass  # the worker died; _bury_dead settles its episode
+
+    def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> None:
+        """Run every job (plus one retry of each that errors), handing each record to `on_record` as it ends."""
+        todo = deque(jobs)
+        unsettled = len(jobs)
+        for _ in range(min(self.config.workers, len(jobs))):
+            self._spawn()
+
+        def settle(record: dict[str, Any], job: Job) -> None:
+            nonlocal unsettled
+            on_record(record)
+            if record["status"] == "error" and job.attempt < MAX_ATTEMPTS:
+                todo.append(replace(job, attempt=job.attempt + 1))
+            else:
+                unsettled -= 1
+
+        try:
+            while unsettled:
+                self._receive(settle)
+                self._bury_dead(settle, todo)
+                self._assign(todo)
+                self._answer()
+        finally:
+            self._stop()
+
+    def _receive(self, settle: Callable[[dict[str, Any], Job], None]) -> None:
+        by_conn = {w.conn: w for w in self.workers.values()}
+        for conn in wait(list(by_conn), timeout=POLL_S):
+            try:
+                while conn.poll():
+                    self._handle(conn.recv(), settle)
+            except (EOFError, OSError):
+                by_conn[conn].process.join(timeout=5)  # EOF: the worker is gone; _bury_dead sees it dead
+
+    def _handle(self, message: tuple, settle: Callable[[dict[str, Any], Job], None]) -> None:
+        kind, worker_id, *payload = message
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return  # a worker already buried: its job was settled as an error then
+        if kind == "ready":
+            worker.state = "idle"
+        elif kind == "observation":
+            if not self.waiting:
+                self.waiting_since = time.monotonic()
+            self.waiting[worker_id] = tuple(payload)
+            worker.state = "waiting"
+        elif kind == "result" and worker.job is not None:
+            job, worker.job, worker.state = worker.job, None, "idle"
+            settle(payload[0], job)
+
+    def _bury_dead(self, settle: Callable[[dict[str, Any], Job], None], todo: deque[Job]) -> None:
+        for worker in [w for w in self.workers.values() if not w.process.is_alive()]:
+            del self.workers[worker.worker_id]
+            worker.conn.close()
+            self.waiting.pop(worker.worker_id, None)
+            code = worker.process.exitcode
+            if worker.job is None:
+                self.startup_deaths += 1
+                if self.startup_deaths >= MAX_STARTUP_DEATHS:
+                    raise RuntimeError(f"{self.startup_deaths} eval workers died before running an episode "
+                                       f"(last exit code {code}); see the log above")
+            else:
+                job = worker.job
+                print(f"dtvla-eval: worker {worker.worker_id} died (exit code {code}) during task {job.task} "
+                      f"init {job.init_state}; recorded as an error", file=sys.stderr)
+                settle({"suite": self.config.suite, "task": job.task, "init_state": job.init_state,
+                        "attempt": job.attempt, "worker": worker.worker_id, "status": "error", "success": False,
+                        "steps": 0, "chunks": 0, "cots": [], "policy_latency_ms": [], "video": None,
+                        "error": f"worker process died with exit code {code}",
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, job)
+            if todo:  # includes the retry of the dead worker's episode
+                self._spawn()
+
+    def _assign(self, todo: deque[Job]) -> None:
+        for worker in self.workers.values():
+            if worker.state != "idle" or not todo:
+                continue
+            # Prefer the worker's current task: a new task costs a new env (~4-9 s).
+            job = next((j for j in todo if j.task == worker.task), todo[0])
+            todo.remove(job)
+            worker.job, worker.task, worker.state = job, job.task, "busy"
+            self._send(worker, job)
+
+    def _answer(self) -> None:
+        if not self.waiting:
+            return
+        stepping = any(w.state == "busy" for w in self.workers.values())
+        if stepping and time.monotonic() - self.waiting_since < BATCH_WAIT_S:
+            return
+        ids = list(self.waiting)
+        replies = self.policy([self.waiting[i] for i in ids])
+        self.waiting.clear()
+        for worker_id, reply in zip(ids, replies, strict=True):
+            self.workers[worker_id].state = "busy"
+            self._send(self.workers[worker_id], reply)
+
+    def _stop(self) -> None:
+        for worker in self.workers.values():
+            if worker.job is not None:  # interrupted mid-episode: unrecorded, so it runs again on resume
+                worker.process.terminate()
+            elif worker.process.is_alive():
+                self._send(worker, None)
+        deadline = time.monotonic() + 30
+        for worker in self.workers.values():
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(timeout=10)
+            worker.conn.close()
+        self.workers.clear()
+
+
+def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str]) -> dict[str, Any]:
+    """Write the manifest on a first run; on a resumption check it matches and log the resumption in it."""
+    manifest = build_manifest(config, hashes)
+    if paths.manifest.exists():
+        previous = json.loads(paths.manifest.read_text())
+        check_resumable(previous, manifest, paths.manifest)
+        previous.setdefault("resumptions", []).append(
+            {key: manifest[key] for key in ("created", "machine", "packages")}
+            | {"trials": config.trials, "tasks": list(config.tasks), "workers": config.workers}
+        )
+        manifest = previous
+    paths.manifest.parent.mkdir(parents=True, exist_ok=True)
+    paths.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def write_summary(config: EvalConfig, paths: OutputPaths) -> dict[str, Any]:
+    """Recompute the summary from the JSONL and write it as JSON and Markdown."""
+    meta = {"suite": config.suite, "mode": config.mode, "max_steps": config.max_steps,
+            "path": "ros" if config.via_ros else "in_process", "trials": config.trials, "tasks_run": list(config.tasks)}
+    summary = summarize(read_records(paths.episodes), config.jobs, meta)
+    paths.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    paths.summary_md.write_text(summary_markdown(summary))
+    return summary
+
+
+def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the evaluation `config` describes and return its summary."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    paths = OutputPaths.of(config.out, config.suite)
+    hashes = checkpoint_hashes(config.checkpoint)
+    if config.via_ros:
+        from dtvla_sim_bridge.eval.ros_runner import RosEpisodes
+
+        run_jobs: Callable = RosEpisodes(config).run
+    else:
+        policy = BatchPolicy(config)
+        run_jobs = WorkerPool(config, policy, paths.videos).run
+    _write_manifest(config, paths, hashes)
+    records = read_records(paths.episodes)
+    videos = set(config.video_episodes)
+    jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
+            pending_jobs(records, config.jobs)]
+    done_ok = [r for r in records if r["status"] == "ok"]
+    counts = {"ok": len(done_ok), "success": sum(r["success"] for r in done_ok)}
+    if len(jobs) < len(config.jobs):
+        print(f"dtvla-eval: resuming: {len(config.jobs) - len(jobs)} of {len(config.jobs)} episodes already "
+              f"settled in {paths.episodes}", file=sys.stderr)
+    with EpisodeLog(paths.episodes) as log, tqdm(total=len(jobs), unit="episode", desc=config.suite,
+                                                 file=sys.stderr, disable=not progress) as bar:
+        def on_record(record: dict[str, Any]) -> None:
+            log.append(record)
+            if record["status"] == "ok":
+                counts["ok"] += 1
+                counts["success"] += int(record["success"])
+            if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:
+                bar.update(1)
+            bar.set_postfix(success=f"{counts['success']}/{counts['ok']}",
+                            rate=f"{100 * counts['success'] / max(counts['ok'], 1):.1f}%")
+
+        if jobs:
+            run_jobs(jobs, on_record)
+    return write_summary(config, paths)

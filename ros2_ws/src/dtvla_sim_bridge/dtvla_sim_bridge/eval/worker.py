@@ -1,0 +1,180 @@
+"""Episode workers: one process, one `LiberoSim`, episodes run as the upstream eval runs them. No torch here.
+
+A worker receives a `Job`, resets to the job's init state (settle no-ops included), sends each observation to the
+main process, which batches it with the other workers' and answers with a `PolicyReply`, executes the chunk
+open-loop and sends back the episode record. Upstream's loop: `run_libero_eval.py` `run_episode`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dtvla_sim_bridge.sim import Frame, LiberoSim
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every episode of a run shares."""
+
+    suite: str
+    max_steps: int
+    replan_steps: int
+    camera_size: int
+    env_seed: int
+    settle_steps: int
+    seed: int
+    video_dir: str
+    render_threads: int | None = None  # Mesa llvmpipe threads per worker; None: Mesa's default (one per core)
+
+
+@dataclass(frozen=True)
+class Job:
+    task: int
+    init_state: int
+    attempt: int  # 1, or 2 for the one retry after an error
+    video: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyReply:
+    """One chunk for one observation, or why the policy could not give it."""
+
+    actions: np.ndarray | None  # (10, 7) float, unnormalised; gripper raw (LiberoSim binarises it)
+    cot: str = ""
+    latency_ms: float = 0.0  # the batched predict call this observation was part of
+    cot_tokens: int = 0
+    cot_truncated: bool = False
+    batch_size: int = 1
+    error: str = ""
+
+
+@dataclass
+class EpisodeTrace:
+    """What an episode collects while it runs."""
+
+    cots: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+    cot_tokens: list[int] = field(default_factory=list)
+    truncated: int = 0
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+AskPolicy = Callable[[Frame, str], PolicyReply]
+
+
+def run_episode(sim: LiberoSim, job: Job, ask: AskPolicy, replan_steps: int) -> tuple[dict[str, Any], EpisodeTrace]:
+    """One episode: query, execute `replan_steps` actions open-loop, repeat until success or the step cap."""
+    trace = EpisodeTrace()
+    frame = sim.reset(job.init_state)
+    while True:
+        reply = ask(frame, sim.task_language)
+        if reply.error or reply.actions is None:
+            raise RuntimeError(f"policy failed: {reply.error}")
+        trace.cots.append(reply.cot)
+        trace.latencies_ms.append(round(reply.latency_ms, 2))
+        trace.batch_sizes.append(reply.batch_size)
+        trace.cot_tokens.append(reply.cot_tokens)
+        trace.truncated += int(reply.cot_truncated)
+        for action in reply.actions[:replan_steps]:
+            result = sim.step(action)
+            frame = result.frame
+            if job.video:
+                trace.frames.append(_video_frame(sim, job, frame, reply))
+            if result.success or result.timeout:
+                return {"success": result.success, "steps": result.steps}, trace
+
+
+def _video_frame(sim: LiberoSim, job: Job, frame: Frame, reply: PolicyReply) -> np.ndarray:
+    from dtvla_policy.inference.reasoning_view import render_reasoning_view  # PIL only, no torch
+
+    caption = f"{sim.suite} task {job.task} init {job.init_state} step {frame.step}: {sim.task_language}"
+    return render_reasoning_view(frame.agentview, frame.wrist, reply.cot, reply.actions, caption)
+
+
+class EpisodeRunner:
+    """Keeps one simulator per process and turns jobs into JSONL records, errors included."""
+
+    def __init__(self, settings: WorkerSettings, ask: AskPolicy, worker_id: int = 0) -> None:
+        self.settings = settings
+        self.ask = ask
+        self.worker_id = worker_id
+        self.sim: LiberoSim | None = None
+
+    def _sim_for(self, task: int) -> LiberoSim:
+        if self.sim is not None and self.sim.task_id != task:
+            self.close()  # one render context per process: free it before building the next task's env
+        if self.sim is None:
+            s = self.settings
+            self.sim = LiberoSim(s.suite, task, camera_size=s.camera_size, seed=s.env_seed,
+                                 settle_steps=s.settle_steps, max_steps=s.max_steps)
+        return self.sim
+
+    def run(self, job: Job) -> dict[str, Any]:
+        start = time.monotonic()
+        record: dict[str, Any] = {
+            "suite": self.settings.suite, "task": job.task, "init_state": job.init_state, "attempt": job.attempt,
+            "worker": self.worker_id, "success": False, "steps": 0, "error": "", "video": None,
+        }
+        trace = EpisodeTrace()
+        try:
+            sim = self._sim_for(job.task)
+            record["task_language"] = sim.task_language
+            outcome, trace = run_episode(sim, job, self.ask, self.settings.replan_steps)
+            record.update(outcome, status="ok")
+            if job.video and trace.frames:
+                from dtvla_sim_bridge.eval.video import write_mp4
+
+                path = Path(self.settings.video_dir) / f"{self.settings.suite}_task{job.task}_init{job.init_state}.mp4"
+                record["video"] = str(write_mp4(path, trace.frames))
+        except Exception as exc:  # any failure settles this attempt as an error; the next job gets a fresh env
+            record.update(status="error", error=f"{exc!r}\n{traceback.format_exc(limit=5)}")
+            self.close()
+        record.update(
+            chunks=len(trace.cots), cots=trace.cots, cot_tokens=trace.cot_tokens, cot_truncated=trace.truncated,
+            policy_latency_ms=trace.latencies_ms, batch_sizes=trace.batch_sizes,
+            wall_s=round(time.monotonic() - start, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        return record
+
+    def close(self) -> None:
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
+
+
+def worker_main(worker_id: int, settings: WorkerSettings, conn: Connection) -> None:
+    """Process entry point: jobs and policy replies arrive on `conn`; observations and records leave on it.
+
+    A pipe per worker, not one shared queue: a worker killed while holding a shared queue's lock would silence
+    every other worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if settings.render_threads:
+        os.environ.setdefault("LP_NUM_THREADS", str(settings.render_threads))
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+
+    def ask(frame: Frame, language: str) -> PolicyReply:
+        conn.send(("observation", worker_id, np.asarray(frame.agentview), np.asarray(frame.wrist), language))
+        return conn.recv()
+
+    runner = EpisodeRunner(settings, ask, worker_id)
+    conn.send(("ready", worker_id))
+    try:
+        while (job := conn.recv()) is not None:
+            conn.send(("result", worker_id, runner.run(job)))
+    finally:
+        runner.close()

@@ -1,0 +1,168 @@
+"""`dtvla-eval` end to end on a real LIBERO env and the tiny checkpoint: outputs, resume, bad input, dead workers,
+and the same protocol over ROS 2.
+
+Short episodes keep it cheap: libero_spatial task 0, 12-step cap, 128 px cameras, a 2-token CoT cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dtvla_sim_bridge.eval.cli import build_config, build_parser, main
+from dtvla_sim_bridge.eval.config import EvalInputError
+from dtvla_sim_bridge.eval.runner import OutputPaths, WorkerPool
+from dtvla_sim_bridge.eval.worker import Job, PolicyReply
+
+pytestmark = pytest.mark.sim
+
+SUITE = "libero_spatial"
+MAX_STEPS = 12
+
+
+def _args(checkpoint: Path, out: Path, *extra: str, trials: int = 2, workers: int = 2) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--suite", SUITE, "--tasks", "0", "--trials", str(trials),
+            "--max-steps", str(MAX_STEPS), "--max-cot-tokens", "2", "--camera-size", "128",
+            "--workers", str(workers), "--out", str(out), "--no-progress", *extra]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> OutputPaths:
+    out = tmp_path_factory.mktemp("eval")
+    assert main(_args(tiny_checkpoint, out, "--video-episodes", "0:1")) == 0
+    return OutputPaths.of(out, SUITE)
+
+
+def test_outputs_are_consistent(full_run: OutputPaths) -> None:
+    records = _lines(full_run.episodes)
+    summary = json.loads(full_run.summary_json.read_text())
+    assert sorted((r["task"], r["init_state"]) for r in records) == [(0, 0), (0, 1)]
+    assert all(r["status"] == "ok" and r["steps"] == MAX_STEPS and not r["success"] for r in records)
+    # 12 steps with 10 actions per chunk: two queries, each with its CoT and latency
+    assert all(r["chunks"] == 2 and len(r["cots"]) == 2 and len(r["policy_latency_ms"]) == 2 for r in records)
+    assert {r["worker"] for r in records} <= {0, 1}
+    total = summary["total"]
+    assert (total["episodes"], total["successes"], total["errors"]) == (len(records), 0, 0)
+    assert summary["complete"] and summary["path"] == "in_process" and summary["max_steps"] == MAX_STEPS
+    assert total["wilson95"] == pytest.approx([0.0, 0.65762], abs=1e-5)
+    assert "| all |  | 2 | 0 | 0.0 | 0.0-65.8 | 0 |" in full_run.summary_md.read_text()
+
+
+def test_manifest_hashes_match_checkpoint(full_run: OutputPaths, tiny_checkpoint: Path) -> None:
+    manifest = json.loads(full_run.manifest.read_text())
+    for name in ("model.safetensors", "norm_stats.json"):
+        expected = hashlib.sha256((tiny_checkpoint / name).read_bytes()).hexdigest()
+        assert manifest["checkpoint_sha256"][name] == expected
+    assert manifest["seeds"] == {"global": 429, "env": 0}
+    assert manifest["step_caps"] == {"episode": MAX_STEPS, "suite_defaults": {"deepthinkvla": 220, "openvla": 220}}
+    assert manifest["config"]["mode"] == "full" and manifest["path"] == "in_process"
+    assert manifest["renderer"]["MUJOCO_GL"] and manifest["packages"]["mujoco"] and manifest["machine"]["cpu_count"]
+
+
+def test_video_of_the_chosen_episode_reads_back(full_run: OutputPaths) -> None:
+    by_init = {r["init_state"]: r for r in _lines(full_run.episodes)}
+    assert by_init[0]["video"] is None
+    capture = cv2.VideoCapture(by_init[1]["video"])
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames += 1
+        assert frame.shape == (224 + 150, 2 * 224 + 240, 3)  # two views + CoT panel + chunk plot
+    capture.release()
+    assert frames == MAX_STEPS
+
+
+def test_resume_runs_only_the_missing_episode(full_run: OutputPaths, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    paths = OutputPaths.of(tmp_path, SUITE)
+    shutil.copy(full_run.manifest, paths.manifest)
+    first = full_run.episodes.read_text().splitlines()[0]
+    # Interrupted after one episode, and killed in the middle of writing the second.
+    paths.episodes.write_text(first + "\n" + first[: len(first) // 2])
+    assert main(_args(tiny_checkpoint, tmp_path, workers=2)) == 0
+    records = _lines(paths.episodes)
+    assert len(records) == 2 and records[0] == json.loads(first)
+    assert {r["init_state"] for r in records} == {0, 1}
+    assert len(json.loads(paths.manifest.read_text())["resumptions"]) == 1
+    assert main(_args(tiny_checkpoint, tmp_path)) == 0  # nothing left to run
+    assert len(_lines(paths.episodes)) == 2
+
+
+def test_resume_refuses_a_different_protocol(full_run: OutputPaths, tiny_checkpoint: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = full_run.episodes.parent
+    assert main(_args(tiny_checkpoint, out, "--mode", "masked")) == 2
+    assert "mode: recorded 'full', now 'masked'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--suite", "libero_spatail"], "Did you mean 'libero_spatial'"),
+        (["--tasks", "pick_up_the_black_bowl_between_the_plate_and_the_ramekn"], "Did you mean 'pick_up_the_black"),
+        (["--tasks", "10"], "task 10 out of range: libero_spatial has 10 tasks (0..9)"),
+        (["--trials", "51"], "--trials 51 exceeds the 50 init states of libero_spatial task 0"),
+        (["--video-episodes", "0:7"], "not in this run"),
+        (["--max-steps", "12", "--long-horizon-520"], "contradict"),
+    ],
+)
+def test_bad_input_is_explained(tiny_checkpoint: Path, tmp_path: Path, change: list[str], message: str) -> None:
+    args = build_parser().parse_args(_args(tiny_checkpoint, tmp_path) + change)
+    with pytest.raises(EvalInputError) as error:
+        build_config(args)
+    assert message in str(error.value)
+
+
+def test_unloadable_checkpoint_fails_before_any_output(tiny_checkpoint: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert main(_args(broken, tmp_path / "out")) == 2
+    assert f"checkpoint {broken} could not be loaded" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dead_worker_is_recorded_and_retried_once(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    config = build_config(build_parser().parse_args(_args(tiny_checkpoint, tmp_path, trials=1, workers=1)))
+    calls: list[int] = []
+
+    def policy(items: list) -> list[PolicyReply]:
+        """The first query kills the worker that asked (as a segfault would); later ones hold still."""
+        calls.append(len(items))
+        if len(calls) == 1:
+            for worker in pool.workers.values():
+                worker.process.kill()
+        return [PolicyReply(np.tile([0.0] * 6 + [-1.0], (10, 1))) for _ in items]
+
+    pool = WorkerPool(config, policy, tmp_path / "videos")
+    records: list[dict] = []
+    pool.run([Job(0, 0, 1)], records.append)
+    assert [(r["status"], r["attempt"]) for r in records] == [("error", 1), ("ok", 2)]
+    assert "died" in records[0]["error"] and records[1]["steps"] == MAX_STEPS
+
+
+@pytest.mark.ros
+def test_via_ros_records_the_same_protocol(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # The bridge renders 256 px (config/sim.yaml): the ROS path refuses other camera sizes.
+    assert main(["--checkpoint", str(tiny_checkpoint), "--suite", SUITE, "--tasks", "0", "--trials", "2",
+                 "--max-steps", str(MAX_STEPS), "--max-cot-tokens", "2", "--out", str(tmp_path), "--no-progress",
+                 "--via-ros"]) == 0
+    paths = OutputPaths.of(tmp_path, SUITE)
+    records = _lines(paths.episodes)
+    assert [(r["init_state"], r["status"], r["steps"], r["chunks"]) for r in records] == [
+        (0, "ok", MAX_STEPS, 2), (1, "ok", MAX_STEPS, 2)]
+    summary = json.loads(paths.summary_json.read_text())
+    assert summary["path"] == "ros" and summary["total"]["episodes"] == 2
+    assert json.loads(paths.manifest.read_text())["path"] == "ros"

@@ -1,0 +1,89 @@
+"""Eval harness pieces that need no simulator: Wilson interval, JSONL resume bookkeeping, summary, mp4 writer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dtvla_sim_bridge.eval.records import EpisodeLog, pending_jobs, read_records, summarize, summary_markdown
+from dtvla_sim_bridge.eval.stats import wilson_interval
+from dtvla_sim_bridge.eval.video import write_mp4
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "low", "high"),
+    [
+        (0, 10, 0.0, 0.2775),  # standard Wilson score values, z = 1.96
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (485, 500, 0.9511, 0.9817),  # a paper-sized suite at 97.0%
+    ],
+)
+def test_wilson_interval_known_values(successes: int, trials: int, low: float, high: float) -> None:
+    assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=5e-5)
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(3, 2), (-1, 4), (0, -1)])
+def test_wilson_interval_rejects_impossible_counts(successes: int, trials: int) -> None:
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(successes, trials)
+
+
+def _record(task: int, init: int, status: str = "ok", success: bool = False, attempt: int = 1) -> dict:
+    return {"task": task, "init_state": init, "status": status, "success": success, "attempt": attempt,
+            "steps": 12, "policy_latency_ms": [10.0], "task_language": f"task {task}"}
+
+
+def test_pending_jobs_skip_settled_and_retry_an_error_once() -> None:
+    jobs = [(0, 0), (0, 1), (0, 2), (1, 0)]
+    records = [_record(0, 0), _record(0, 1, "error"), _record(0, 2, "error"), _record(0, 2, "error", attempt=2)]
+    assert pending_jobs(records, jobs) == [(0, 1, 2), (1, 0, 1)]
+
+
+def test_summary_counts_settled_episodes_and_leaves_errors_out_of_the_rate() -> None:
+    jobs = [(0, 0), (0, 1), (0, 2), (1, 0)]
+    records = [_record(0, 0, success=True), _record(0, 1, "error"), _record(0, 1, "error", attempt=2),
+               _record(0, 2, "error"), _record(0, 2, success=True, attempt=2)]
+    summary = summarize(records, jobs, {"suite": "libero_spatial", "mode": "full", "max_steps": 12,
+                                        "path": "in_process"})
+    assert (summary["episodes_settled"], summary["complete"]) == (3, False)
+    assert [(t["episodes"], t["successes"], t["errors"]) for t in summary["tasks"]] == [(2, 2, 1), (0, 0, 0)]
+    assert summary["total"]["success_rate"] == 1.0
+    assert summary["total"]["wilson95"] == pytest.approx(wilson_interval(2, 2), abs=1e-6)
+    table = summary_markdown(summary)
+    assert "| all |  | 2 | 2 | 100.0 | 34.2-100.0 | 1 |" in table and "incomplete" in table
+
+
+def test_episode_log_cuts_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps(_record(0, 0)) + "\n" + '{"task": 0, "init_st')  # killed mid-write
+    assert len(read_records(path)) == 1
+    with EpisodeLog(path) as log:
+        log.append(_record(0, 1))
+    assert [r["init_state"] for r in read_records(path)] == [0, 1]
+    assert path.read_text().count("\n") == 2
+
+
+def test_video_writer_output_reads_back(tmp_path: Path) -> None:
+    frames = [np.full((64, 96, 3), (10 * i, 0, 255 - 10 * i), dtype=np.uint8) for i in range(12)]
+    path = write_mp4(tmp_path / "videos" / "episode.mp4", frames)
+    capture = cv2.VideoCapture(str(path))
+    read = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        read.append(frame[:, :, ::-1])
+    capture.release()
+    assert len(read) == len(frames) and read[0].shape == (64, 96, 3)
+    assert np.abs(read[5].astype(int) - frames[5]).mean() < 8  # lossy codec, same picture
+
+
+def test_video_writer_rejects_mixed_frame_sizes(tmp_path: Path) -> None:
+    frames = [np.zeros((32, 32, 3), np.uint8), np.zeros((16, 32, 3), np.uint8)]
+    with pytest.raises(ValueError, match="frame 1"):
+        write_mp4(tmp_path / "bad.mp4", frames)
