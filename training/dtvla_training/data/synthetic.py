@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS, COMMAND_NAMES, GRIPPER_DIM, SPECIAL_TOKEN_TEXT
 from dtvla_training.data.lerobot_dataset import (
     ACTION_KEY,
@@ -78,21 +76,9 @@ def write_synthetic_dataset(
         raise ValueError(f"frames_per_episode must be >= {CHUNK_STEPS} (one chunk), got {frames_per_episode}")
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
+    with new_directory(out_dir) as tmp:
         _write(tmp, episodes, frames_per_episode, image_size, np.random.default_rng(seed), tokenizer)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir).expanduser().resolve()
 
 
 def _write(root: Path, episodes: int, frames: int, size: int, rng: np.random.Generator,

@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GemmaConfig, GemmaTokenizer, PaliGemmaConfig, SiglipVisionConfig
 
+from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE
 from dtvla_policy.model.conventions import SPECIAL_TOKEN_TEXT, THINK_INSTRUCTION, TokenIds
 from dtvla_policy.model.modeling import DeepThinkVLA
@@ -122,17 +120,11 @@ def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int =
     """Write a random-init checkpoint to `out_dir` atomically (temp dir + rename); returns the path."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
     ids = TokenIds()
     tokenizer = build_tokenizer(ids.vocab_size)
     torch.manual_seed(seed)
     model = DeepThinkVLA(build_config(PRESETS[preset], ids)).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
+    with new_directory(out_dir) as tmp:
         # save_pretrained imports DeepSpeed when installed, whose logger prints to stdout: keep stdout for results
         with contextlib.redirect_stdout(sys.stderr):
             model.save_pretrained(tmp, safe_serialization=True)
@@ -142,13 +134,7 @@ def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int =
             f"Random-init DeepThinkVLA checkpoint (preset {preset!r}, seed {seed}) written by dtvla-tiny-checkpoint."
             "\nIt is UNTRAINED: its actions and chain-of-thought are noise. For tests and demos only.\n"
         )
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir).expanduser().resolve()
 
 
 def main(argv: list[str] | None = None) -> None:
