@@ -8,6 +8,7 @@ recorded as an error and retried once by a fresh worker; the evaluation goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -137,10 +138,9 @@ class WorkerPool:
         self.next_id += 1
 
     def _send(self, worker: _Worker, message: object) -> None:
-        try:
+        """Send, ignoring a dead worker's closed pipe: `_bury_dead` settles its episode."""
+        with contextlib.suppress(OSError):
             worker.conn.send(message)
-        except OSError:
-            pass  # the worker died; _bury_dead settles its episode
 
     def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> None:
         """Run every job (plus one retry of each that errors), handing each record to `on_record` as it ends."""
