@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -40,41 +39,9 @@ from dtvla_policy.model.conventions import (
 from dtvla_policy.model.hybrid_mask import Segment
 from dtvla_policy.model.image_preprocessing import check_image, to_pixel_values
 from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids, prefix_ids
+from dtvla_policy.protocol import DecodeConfig, Mode
 
 log = logging.getLogger(__name__)
-
-
-class Mode(StrEnum):
-    FULL = "full"
-    MASKED = "masked"
-    RANDOM = "random"
-    AR_ACTIONS = "ar_actions"
-    SAMPLE = "sample"
-
-    @classmethod
-    def parse(cls, value: str | Mode) -> Mode:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"unknown mode {value!r}; expected one of {[m.value for m in cls]}") from None
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    """Decoding knobs; defaults follow the upstream eval (greedy) and RL rollouts (temperatures)."""
-
-    max_cot_tokens: int = 512  # upstream eval allows 2048, RL 300; LIBERO CoTs are ~60-150 tokens
-    cot_temperature: float = 1.0  # sample mode only
-    action_temperature: float = 1.6  # sample mode only (upstream RL)
-    seed: int | None = None  # sample/random modes; None draws fresh randomness
-
-    def __post_init__(self) -> None:
-        if self.max_cot_tokens < 0:
-            raise ValueError(f"max_cot_tokens must be >= 0, got {self.max_cot_tokens}")
-        if self.cot_temperature <= 0 or self.action_temperature <= 0:
-            raise ValueError(
-                f"temperatures must be > 0, got cot {self.cot_temperature}, action {self.action_temperature}"
-            )
 
 
 @dataclass(frozen=True)
