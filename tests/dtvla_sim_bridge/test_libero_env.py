@@ -58,7 +58,7 @@ def test_reset_gives_upright_read_only_frame(sim: LiberoSim) -> None:
 
 def test_step_advances_one_control_period(sim: LiberoSim) -> None:
     sim.reset(0)
-    result = sim.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))  # gripper 0 -> open
+    result = sim.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))  # gripper 0: hold
     assert (result.steps, result.success, result.timeout, result.reward) == (1, False, False, 0.0)
     assert math.isclose(result.frame.sim_time, (SETTLE + 1) / 20)
     assert sim.steps == 1
@@ -76,9 +76,11 @@ def test_malformed_action_raises_value_error(sim: LiberoSim, action: object) -> 
     assert sim.steps == 0
 
 
-@pytest.mark.parametrize(("value", "command"), [(0.7, 1.0), (1e-6, 1.0), (0.0, -1.0), (-0.0, -1.0), (-0.3, -1.0)])
-def test_gripper_sign_binarised_zero_opens(value: float, command: float) -> None:
-    assert binarize_gripper(value) == command
+@pytest.mark.parametrize(
+    ("value", "command"), [(0.7, 1.0), (1e-6, 1.0), (0.0, 0.0), (-0.0, 0.0), (-1e-6, -1.0), (-0.3, -1.0)]
+)
+def test_gripper_binarised_exactly_as_upstream_np_sign(value: float, command: float) -> None:
+    assert binarize_gripper(value) == command == np.sign(value)
 
 
 def test_rotate_180_is_a_contiguous_copy() -> None:

@@ -32,12 +32,12 @@ class SimulationError(RuntimeError):
 
 
 def binarize_gripper(value: float) -> float:
-    """LIBERO gripper command from a policy value: > 0 closes (+1), anything else opens (-1).
+    """LIBERO gripper command from a policy value, exactly upstream's `np.sign`: > 0 closes (+1), < 0 opens (-1).
 
-    Upstream evals use `np.sign`, which maps exactly 0 to 0 (a half-way command the policy never trained on);
-    0 is treated as open here, like the settle action.
+    Exactly 0 stays 0 (robosuite then holds the gripper's current command): the decoded centre of action bin 1023
+    is 0.0, so a policy can send it, and upstream's evaluation sends it on as 0. `step()` refuses NaN first.
     """
-    return 1.0 if value > 0 else -1.0
+    return float(np.sign(value))
 
 
 def rotate_180(image: np.ndarray) -> np.ndarray:
