@@ -104,6 +104,12 @@ def test_bad_suite_or_task_refused_before_env_creation(suite: str, task_id: int,
         LiberoSim(suite, task_id)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**31])
+def test_out_of_range_seed_is_refused(seed: int) -> None:
+    with pytest.raises(ValueError, match=rf"seed must be 0\.\.2\*\*31-1, got {seed}"):
+        LiberoSim("libero_spatial", 0, seed=seed)
+
+
 def test_timeout_at_max_steps_then_episode_over(sim: LiberoSim) -> None:
     sim.reset(1)
     results = [sim.step(HOLD) for _ in range(MAX_STEPS)]
