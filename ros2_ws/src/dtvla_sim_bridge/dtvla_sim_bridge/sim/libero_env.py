@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from dtvla_policy.protocol import UPSTREAM_EPISODE
+from dtvla_policy.model.conventions import ACTION_DIM
+from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.sim.suites import get_suite
 
 CONTROL_FREQ_HZ = 20  # robosuite ControlEnv default, which LIBERO and its datasets use
 SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # upstream "dummy action": hold, gripper open
-ACTION_DIM = 7  # OSC_POSE delta eef (dx, dy, dz, drx, dry, drz) + gripper
 AGENTVIEW_KEY = "agentview_image"
 WRIST_KEY = "robot0_eye_in_hand_image"
 
@@ -185,6 +185,14 @@ class LiberoSim:
         self._closed = False
         self._step = -1  # -1: no episode yet
         self._over = ""  # why the current episode is over ("" while it runs)
+
+    @classmethod
+    def for_protocol(
+        cls, suite: str, task_id: int, protocol: EpisodeProtocol, max_steps: int | None = None
+    ) -> LiberoSim:
+        """The simulator an `EpisodeLoop` under `protocol` runs: its camera size, env seed and settle steps."""
+        return cls(suite, task_id, camera_size=protocol.camera_size, seed=protocol.env_seed,
+                   settle_steps=protocol.settle_steps, max_steps=max_steps)
 
     # --- properties ------------------------------------------------------------------------------------------
     @property
