@@ -58,7 +58,7 @@ def test_reset_gives_upright_read_only_frame(sim: LiberoSim) -> None:
 
 def test_step_advances_one_control_period(sim: LiberoSim) -> None:
     sim.reset(0)
-    result = sim.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))  # gripper 0 -> open
+    result = sim.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))  # gripper 0: hold
     assert (result.steps, result.success, result.timeout, result.reward) == (1, False, False, 0.0)
     assert math.isclose(result.frame.sim_time, (SETTLE + 1) / 20)
     assert sim.steps == 1
@@ -76,9 +76,11 @@ def test_malformed_action_raises_value_error(sim: LiberoSim, action: object) -> 
     assert sim.steps == 0
 
 
-@pytest.mark.parametrize(("value", "command"), [(0.7, 1.0), (1e-6, 1.0), (0.0, -1.0), (-0.0, -1.0), (-0.3, -1.0)])
-def test_gripper_sign_binarised_zero_opens(value: float, command: float) -> None:
-    assert binarize_gripper(value) == command
+@pytest.mark.parametrize(
+    ("value", "command"), [(0.7, 1.0), (1e-6, 1.0), (0.0, 0.0), (-0.0, 0.0), (-1e-6, -1.0), (-0.3, -1.0)]
+)
+def test_gripper_binarised_exactly_as_upstream_np_sign(value: float, command: float) -> None:
+    assert binarize_gripper(value) == command == np.sign(value)
 
 
 def test_rotate_180_is_a_contiguous_copy() -> None:
@@ -100,6 +102,12 @@ def test_init_state_out_of_range_names_both_numbers(sim: LiberoSim) -> None:
 def test_bad_suite_or_task_refused_before_env_creation(suite: str, task_id: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LiberoSim(suite, task_id)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31])
+def test_out_of_range_seed_is_refused(seed: int) -> None:
+    with pytest.raises(ValueError, match=rf"seed must be 0\.\.2\*\*31-1, got {seed}"):
+        LiberoSim("libero_spatial", 0, seed=seed)
 
 
 def test_timeout_at_max_steps_then_episode_over(sim: LiberoSim) -> None:

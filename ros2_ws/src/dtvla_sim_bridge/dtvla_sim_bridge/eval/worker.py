@@ -1,8 +1,8 @@
 """Episode workers: one process, one `LiberoSim`, episodes run as the upstream eval runs them. No torch here.
 
-A worker receives a `Job`, resets to the job's init state (settle no-ops included), sends each observation to the
-main process, which batches it with the other workers' and answers with a `PolicyReply`, executes the chunk
-open-loop and sends back the episode record. Upstream's loop: `run_libero_eval.py` `run_episode`.
+A worker receives a `Job` and runs it through the shared episode loop (`dtvla_sim_bridge.sim.episode`, upstream's
+`run_libero_eval.py` `run_episode`): each time the loop asks for a chunk, the observation goes to the main process,
+which batches it with the other workers' and answers with a `PolicyReply`. The worker sends back the episode record.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from dtvla_sim_bridge.sim import Frame, LiberoSim
+from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
+from dtvla_sim_bridge.sim import EpisodeLoop, Frame, LiberoSim, Outcome, SimulationError, StepResult
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class WorkerSettings:
     seed: int
     video_dir: str
     render_threads: int | None = None  # Mesa llvmpipe threads per worker; None: Mesa's default (one per core)
+    hard_reset: bool = UPSTREAM_EPISODE.hard_reset  # a new env for every episode (the soft reset is equivalent)
+
+    @property
+    def protocol(self) -> EpisodeProtocol:
+        return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.env_seed,
+                               seed=self.seed, execute_steps=self.replan_steps, hard_reset=self.hard_reset)
 
 
 @dataclass(frozen=True)
@@ -69,31 +76,38 @@ class EpisodeTrace:
     cot_tokens: list[int] = field(default_factory=list)
     truncated: int = 0
     frames: list[np.ndarray] = field(default_factory=list)
+    last_reply: PolicyReply | None = None  # the chunk being executed, for the video
+
+    def add(self, reply: PolicyReply) -> None:
+        self.cots.append(reply.cot)
+        self.latencies_ms.append(round(reply.latency_ms, 2))
+        self.batch_sizes.append(reply.batch_size)
+        self.cot_tokens.append(reply.cot_tokens)
+        self.truncated += int(reply.cot_truncated)
+        self.last_reply = reply
 
 
 AskPolicy = Callable[[Frame, str], PolicyReply]
 
 
-def run_episode(sim: LiberoSim, job: Job, ask: AskPolicy, replan_steps: int) -> tuple[dict[str, Any], EpisodeTrace]:
-    """One episode: query, execute `replan_steps` actions open-loop, repeat until success or the step cap."""
+def run_episode(loop: EpisodeLoop, job: Job, ask: AskPolicy) -> tuple[dict[str, Any], EpisodeTrace]:
+    """One episode through the shared loop. A policy or simulator failure raises: the record becomes an error."""
     trace = EpisodeTrace()
-    frame = sim.reset(job.init_state)
-    while True:
-        reply = ask(frame, sim.task_language)
+
+    def ask_chunk(frame: Frame, instruction: str) -> np.ndarray:
+        reply = ask(frame, instruction)
         if reply.error or reply.actions is None:
             raise RuntimeError(f"policy failed: {reply.error}")
-        trace.cots.append(reply.cot)
-        trace.latencies_ms.append(round(reply.latency_ms, 2))
-        trace.batch_sizes.append(reply.batch_size)
-        trace.cot_tokens.append(reply.cot_tokens)
-        trace.truncated += int(reply.cot_truncated)
-        for action in reply.actions[:replan_steps]:
-            result = sim.step(action)
-            frame = result.frame
-            if job.video:
-                trace.frames.append(_video_frame(sim, job, frame, reply))
-            if result.success or result.timeout:
-                return {"success": result.success, "steps": result.steps}, trace
+        trace.add(reply)
+        return reply.actions
+
+    def record_frame(result: StepResult) -> None:
+        trace.frames.append(_video_frame(loop.sim, job, result.frame, trace.last_reply))
+
+    episode = loop.run(job.init_state, ask_chunk, record_frame if job.video else None)
+    if episode.outcome is Outcome.FAILED:
+        raise SimulationError(episode.error)
+    return {"success": episode.outcome is Outcome.SUCCESS, "steps": episode.steps}, trace
 
 
 def _video_frame(sim: LiberoSim, job: Job, frame: Frame, reply: PolicyReply) -> np.ndarray:
@@ -110,16 +124,15 @@ class EpisodeRunner:
         self.settings = settings
         self.ask = ask
         self.worker_id = worker_id
-        self.sim: LiberoSim | None = None
+        self.loop: EpisodeLoop | None = None
 
-    def _sim_for(self, task: int) -> LiberoSim:
-        if self.sim is not None and self.sim.task_id != task:
+    def _loop_for(self, task: int) -> EpisodeLoop:
+        if self.loop is not None and self.loop.sim.task_id != task:
             self.close()  # one render context per process: free it before building the next task's env
-        if self.sim is None:
+        if self.loop is None:
             s = self.settings
-            self.sim = LiberoSim(s.suite, task, camera_size=s.camera_size, seed=s.env_seed,
-                                 settle_steps=s.settle_steps, max_steps=s.max_steps)
-        return self.sim
+            self.loop = EpisodeLoop(LiberoSim.for_protocol(s.suite, task, s.protocol, s.max_steps), s.protocol)
+        return self.loop
 
     def run(self, job: Job) -> dict[str, Any]:
         start = time.monotonic()
@@ -129,18 +142,17 @@ class EpisodeRunner:
         }
         trace = EpisodeTrace()
         try:
-            sim = self._sim_for(job.task)
-            record["task_language"] = sim.task_language
-            outcome, trace = run_episode(sim, job, self.ask, self.settings.replan_steps)
+            loop = self._loop_for(job.task)
+            record["task_language"] = loop.sim.task_language
+            outcome, trace = run_episode(loop, job, self.ask)
             record.update(outcome, status="ok")
             if job.video and trace.frames:
                 from dtvla_sim_bridge.eval.video import write_mp4
 
                 path = Path(self.settings.video_dir) / f"{self.settings.suite}_task{job.task}_init{job.init_state}.mp4"
                 record["video"] = str(write_mp4(path, trace.frames))
-        except Exception as exc:  # any failure settles this attempt as an error; the next job gets a fresh env
+        except Exception as exc:  # any failure settles this attempt as an error; a failed simulator is rebuilt
             record.update(status="error", error=f"{exc!r}\n{traceback.format_exc(limit=5)}")
-            self.close()
         record.update(
             chunks=len(trace.cots), cots=trace.cots, cot_tokens=trace.cot_tokens, cot_truncated=trace.truncated,
             policy_latency_ms=trace.latencies_ms, batch_sizes=trace.batch_sizes,
@@ -149,9 +161,9 @@ class EpisodeRunner:
         return record
 
     def close(self) -> None:
-        if self.sim is not None:
-            self.sim.close()
-            self.sim = None
+        if self.loop is not None:
+            self.loop.sim.close()
+            self.loop = None
 
 
 def worker_main(worker_id: int, settings: WorkerSettings, conn: Connection) -> None:

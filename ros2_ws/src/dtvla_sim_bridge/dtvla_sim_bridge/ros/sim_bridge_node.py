@@ -2,7 +2,9 @@
 
 Publishes the two cameras, /joint_states, the task instruction, episode status and /diagnostics; executes the
 policy's action chunks; asks for each chunk with a std_msgs/Header on the chunk-request topic whose stamp is the
-stamp of the observation to answer. Two clock modes:
+stamp of the observation to answer. The episodes themselves (reset, settle, chunk execution, success / timeout /
+simulator failure) are the shared loop of `dtvla_sim_bridge.sim.episode`, the one the evaluation runs; this node
+adapts it to ROS: parameters, stamps, requests and their timeouts, publishing, status. Two clock modes:
 
 - `lockstep` (evaluation): the sim waits for the policy. Stamps are sim time, also published on /clock
   (policy nodes run with use_sim_time). After a reset or after `execute_steps` actions, publish + request, then
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
@@ -42,7 +43,8 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dtvla_policy.model.conventions import CHUNK_STEPS, GRIPPER_DIM
+from dtvla_policy.model.conventions import CHUNK_STEPS
+from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_policy.ros.contract import (
     AGENTVIEW_TOPIC,
     CHUNK_REQUEST_TOPIC,
@@ -61,7 +63,8 @@ from dtvla_policy.ros.contract import (
 from dtvla_policy.ros.image_conversion import numpy_to_image
 from dtvla_policy.ros.node_runner import run_node
 from dtvla_sim_bridge.ros.action_chunk import ChunkRejected, chunk_to_actions
-from dtvla_sim_bridge.sim.libero_env import ACTION_DIM, Frame, LiberoSim, SimulationError
+from dtvla_sim_bridge.sim.episode import EpisodeLoop, Outcome
+from dtvla_sim_bridge.sim.libero_env import CONTROL_FREQ_HZ, Frame, LiberoSim, StepResult
 from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite
 
 NODE_NAME = "dtvla_sim_bridge"
@@ -80,21 +83,24 @@ MAX_CONSECUTIVE_FAILURES = 3  # a simulator that keeps failing stops the run ins
 
 @dataclass(frozen=True)
 class BridgeConfig:
-    """The node's parameters, read once at start-up (all are read-only ROS parameters)."""
+    """The node's parameters, read once at start-up (all are read-only ROS parameters).
+
+    The episode protocol's defaults are `dtvla_policy.protocol.UPSTREAM_EPISODE` (the upstream evaluation's).
+    """
 
     suite: str = "libero_spatial"
     task_id: int = 0
     init_state_index: int = 0  # init state of episode 0; episode e uses (index + e) mod the number of states
-    camera_size: int = 256  # square render size in px, as the upstream eval; the policy resizes
-    seed: int = 0  # env.seed, as the upstream eval
+    camera_size: int = UPSTREAM_EPISODE.camera_size  # square render size in px; the policy resizes
+    seed: int = UPSTREAM_EPISODE.env_seed  # env seed: each reset seeds numpy with seed + init state
     clock_mode: str = "lockstep"
-    control_rate_hz: float = 20.0  # realtime mode only; LIBERO's control rate
+    control_rate_hz: float = float(CONTROL_FREQ_HZ)  # realtime mode only; LIBERO's control rate
     max_steps: int = 0  # policy steps per episode; 0 = the suite's DeepThinkVLA cap
-    settle_steps: int = 10  # no-op steps after each reset, not counted in max_steps
-    execute_steps: int = CHUNK_STEPS  # actions of each chunk to run before asking again (upstream: all 10)
+    settle_steps: int = UPSTREAM_EPISODE.settle_steps  # no-op steps after each reset, not counted in max_steps
+    execute_steps: int = UPSTREAM_EPISODE.execute_steps  # actions of each chunk to run before asking again
     chunk_timeout_s: float = 60.0  # wall time before a chunk request is repeated (lockstep: counted as a miss)
     num_episodes: int = 0  # episodes to run, then idle reporting "finished"; 0 = unlimited
-    hard_reset: bool = False  # rebuild the MJCF at every reset (~4 s instead of ~0.5 s)
+    hard_reset: bool = UPSTREAM_EPISODE.hard_reset  # a new env at every reset (~4 s instead of ~0.5 s; same state)
 
     def __post_init__(self) -> None:
         get_suite(self.suite)  # unknown -> ValueError with "did you mean"
@@ -105,22 +111,32 @@ class BridgeConfig:
     def lockstep(self) -> bool:
         return self.clock_mode == "lockstep"
 
+    @property
+    def protocol(self) -> EpisodeProtocol:
+        return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.seed,
+                               execute_steps=self.execute_steps, hard_reset=self.hard_reset)
+
 
 # name -> (description, (min, max) or None); defaults and types come from BridgeConfig.
 _PARAMETERS: dict[str, tuple[str, tuple[float, float] | None]] = {
     "suite": (f"LIBERO suite: {', '.join(SUITE_NAMES)}", None),
     "task_id": ("task index in the suite (libero_90: 0..89, others 0..9)", (0, 89)),
     "init_state_index": ("init state of the first episode; later episodes take the next ones, wrapping", (0, 9999)),
-    "camera_size": ("square camera render size in px (upstream eval: 256; the policy resizes)", (16, 1024)),
-    "seed": ("env.seed() value (upstream eval: 0)", (0, 2**31 - 1)),
+    "camera_size": (
+        f"square camera render size in px (upstream eval: {UPSTREAM_EPISODE.camera_size}; the policy resizes)",
+        (16, 1024),
+    ),
+    "seed": ("env seed: each reset seeds numpy (LIBERO's fixture placement) with seed + init state", (0, 2**31 - 1)),
     "clock_mode": ("lockstep: the sim waits for each chunk, sim time on /clock; realtime: wall-clock stepping", None),
-    "control_rate_hz": ("realtime mode: env steps per wall second (LIBERO control rate: 20)", (0.1, 100.0)),
+    "control_rate_hz": (f"realtime mode: env steps per wall second (LIBERO's: {CONTROL_FREQ_HZ})", (0.1, 100.0)),
     "max_steps": ("policy steps per episode before 'timeout'; 0 = the suite's default", (0, 10000)),
-    "settle_steps": ("no-op steps after each reset (upstream num_steps_wait: 10)", (0, 100)),
+    "settle_steps": (
+        f"no-op steps after each reset (upstream num_steps_wait: {UPSTREAM_EPISODE.settle_steps})", (0, 100)
+    ),
     "execute_steps": (f"actions of each chunk run before the next request (1..{CHUNK_STEPS})", (1, CHUNK_STEPS)),
     "chunk_timeout_s": ("wall seconds without a chunk before the request is repeated (lockstep: a miss)", (0.1, 3600)),
     "num_episodes": ("episodes to run, then idle reporting 'finished'; 0 = unlimited", (0, 1_000_000)),
-    "hard_reset": ("rebuild the simulation model at every reset (slow: ~4 s instead of ~0.5 s)", None),
+    "hard_reset": ("build a new simulator at every reset (~4 s instead of ~0.5 s; the state is the same)", None),
 }
 
 
@@ -145,7 +161,7 @@ class _Phase(Enum):
 
 @dataclass
 class _Episode:
-    """Counters of one episode, published as JSON on the status topic."""
+    """The ROS side of one episode; published as JSON on the status topic with the loop's steps and reward."""
 
     episode: int
     init_state: int
@@ -153,12 +169,10 @@ class _Episode:
     # The episode's end (success | timeout | failed | aborted), kept when state becomes "finished": the two are
     # published back to back, and a keep-last-1 subscriber may only see the second.
     outcome: str = ""
-    steps: int = 0
-    reward: float = 0.0  # sum of step rewards (LIBERO: 1.0 on success)
     chunks_received: int = 0  # every chunk message that arrived while the episode ran
     chunks_rejected: int = 0  # malformed: wrong joint names, point count, positions count, NaN/Inf
     chunks_stale: int = 0  # well-formed but not answering the pending request (lockstep) / older (realtime)
-    misses: int = 0  # lockstep: request timeouts; realtime: steps run with an empty queue
+    request_timeouts: int = 0  # lockstep misses: requests repeated after chunk_timeout_s
     error: str = ""
 
 
@@ -186,19 +200,13 @@ class SimBridgeNode(Node):
         self.create_subscription(JointTrajectory, POLICY_ACTION_CHUNK, self._on_chunk, COMMAND_QOS)
         self.create_service(Trigger, RESET_SERVICE, self._on_reset)
 
-        self._sim = LiberoSim(
-            cfg.suite,
-            cfg.task_id,
-            camera_size=cfg.camera_size,
-            seed=cfg.seed,
-            settle_steps=cfg.settle_steps,
-            max_steps=cfg.max_steps or None,
-        )
+        self._sim = LiberoSim.for_protocol(cfg.suite, cfg.task_id, cfg.protocol, max_steps=cfg.max_steps or None)
         try:
             self._sim.check_init_state(cfg.init_state_index)
         except ValueError:
             self._sim.close()
             raise
+        self._loop = EpisodeLoop(self._sim, cfg.protocol)
         self._ns_per_step = round(1e9 / self._sim.control_freq)
 
         self._phase = _Phase.RESET
@@ -209,8 +217,6 @@ class SimBridgeNode(Node):
         self._clock_steps = 0  # lockstep: control steps since start; stamps are clock_steps / control_freq
         self._frame: Frame | None = None  # last published observation
         self._stamp = TimeMsg()  # its stamp
-        self._queue: deque[np.ndarray] = deque()
-        self._gripper = -1.0  # last gripper command, held when the queue is empty (open, as the settle action)
         self._pending: tuple[int, int] | None = None  # stamp of the unanswered request
         self._request_time = 0.0  # monotonic time of the last request
         self._request_heard = False  # a subscriber existed when the request went out
@@ -250,18 +256,18 @@ class SimBridgeNode(Node):
 
     # --- callbacks -------------------------------------------------------------------------------------------
     def _on_tick(self) -> None:
-        """Start an episode or run one env step; the whole simulator state machine lives here."""
+        """Start an episode or run one env step: every simulator call happens here."""
         if self._phase is _Phase.RESET:
             self._start_episode()
         elif self._phase is _Phase.EXECUTE:
-            self._execute(self._queue.popleft())
+            self._after_step(self._loop.step_once())
         elif self._phase is _Phase.RUN:
             self._run_realtime_step()
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
-        episode = self._episode
-        if episode is None or episode.state != "running":
+        if not self._loop.running:
             return
+        episode = self._episode
         episode.chunks_received += 1
         try:
             actions = chunk_to_actions(msg)
@@ -278,7 +284,7 @@ class SimBridgeNode(Node):
         elif self._accepted is not None and stamp < self._accepted:
             episode.chunks_stale += 1
             return
-        self._queue = deque(actions[: self.config.execute_steps])
+        self._loop.give_chunk(actions)
         self._accepted = stamp
         self._pending = None
 
@@ -289,9 +295,10 @@ class SimBridgeNode(Node):
             response.message = f"finished: all {self._episodes_started} episodes are done; nothing to reset"
             return response
         aborted = ""
-        if self._episode is not None and self._episode.state == "running":
+        if self._loop.running:
             aborted = f"episode {self._episode.episode} aborted; "
-            self._end_episode("aborted", "reset requested via service")
+            self._loop.abort("reset requested via service")
+            self._end_episode()
         if self._phase is _Phase.FINISHED:
             response.success = True
             response.message = f"{aborted}finished: num_episodes={self.config.num_episodes} reached"
@@ -312,10 +319,10 @@ class SimBridgeNode(Node):
             return
         if self.config.lockstep:
             if heard and not newly_heard:
-                self._episode.misses += 1
+                self._episode.request_timeouts += 1
                 self.get_logger().warning(
                     f"no chunk for stamp {self._pending} in {self.config.chunk_timeout_s} s; "
-                    f"requesting again (miss {self._episode.misses})"
+                    f"requesting again (miss {self._episode.request_timeouts})"
                 )
             self._publish_observation(self._frame)  # same stamp: lockstep time stands still while waiting
         self._request_chunk()
@@ -328,15 +335,11 @@ class SimBridgeNode(Node):
         index = self._episodes_started
         self._episodes_started += 1
         self._episode = _Episode(episode=index, init_state=self._init_state_of(index))
-        self._queue.clear()
-        self._gripper = -1.0
         self._pending = None
         self._accepted = None
-        hard = self.config.hard_reset or self._failure_streak > 0  # a failed sim gets its model rebuilt
-        try:
-            frame = self._sim.reset(self._episode.init_state, hard_reset=hard)
-        except SimulationError as exc:
-            self._end_episode("failed", str(exc))
+        frame = self._loop.start(self._episode.init_state)
+        if frame is None:  # the reset failed
+            self._end_episode()
             return
         # A reset advances the clock by its settle steps plus one, so stamps never repeat across episodes.
         self._clock_steps += self.config.settle_steps + 1
@@ -348,15 +351,10 @@ class SimBridgeNode(Node):
         self._publish_report()
 
     def _run_realtime_step(self) -> None:
+        """The next queued action, or a hold step (a miss) when the policy is late."""
         started = time.monotonic()
-        if self._queue:
-            action = self._queue.popleft()
-        else:
-            action = np.zeros(ACTION_DIM)
-            action[GRIPPER_DIM] = self._gripper
-            self._episode.misses += 1
-        self._execute(action)
-        if self._phase is _Phase.RUN and not self._queue and self._pending is None:
+        self._after_step(self._loop.hold_step() if self._loop.awaiting_chunk else self._loop.step_once())
+        if self._phase is _Phase.RUN and self._loop.awaiting_chunk and self._pending is None:
             self._request_chunk()
         elapsed = time.monotonic() - started
         if elapsed > 1.0 / self.config.control_rate_hz and not self._overrun_warned:
@@ -366,38 +364,30 @@ class SimBridgeNode(Node):
                 f"{self.config.control_rate_hz} Hz: realtime mode runs slower than real time"
             )
 
-    def _execute(self, action: np.ndarray) -> None:
-        """One env step; publishes the observation and ends the episode on success, timeout or failure."""
-        episode = self._episode
-        self._gripper = float(action[GRIPPER_DIM])
-        try:
-            result = self._sim.step(action)
-        except SimulationError as exc:
-            self._end_episode("failed", str(exc))
-            return
-        self._clock_steps += 1
-        episode.steps = result.steps
-        episode.reward += result.reward
-        self._publish_observation(result.frame)
-        if result.success:
-            self._end_episode("success")
-        elif result.timeout:
-            self._end_episode("timeout")
-        elif self._phase is _Phase.EXECUTE and not self._queue:
+    def _after_step(self, result: StepResult | None) -> None:
+        """Publish the step's observation (None: the simulator failed), then end the episode or ask again."""
+        if result is not None:
+            self._clock_steps += 1
+            self._publish_observation(result.frame)
+        if not self._loop.running:
+            self._end_episode()
+        elif self._phase is _Phase.EXECUTE and self._loop.awaiting_chunk:
             self._set_phase(_Phase.WAIT)
             self._request_chunk()
 
-    def _end_episode(self, state: str, error: str = "") -> None:
-        episode = self._episode
-        episode.state = episode.outcome = state
-        episode.error = error
-        self._successes += state == "success"
-        self._failure_streak = self._failure_streak + 1 if state == "failed" else 0
-        self._queue.clear()
+    def _end_episode(self) -> None:
+        """Report the loop's outcome, then reset next, or finish."""
+        episode, progress = self._episode, self._loop.episode
+        failed = progress.outcome is Outcome.FAILED
+        episode.state = episode.outcome = progress.outcome.value
+        episode.error = progress.error
+        self._successes += progress.outcome is Outcome.SUCCESS
+        self._failure_streak = self._failure_streak + 1 if failed else 0
         self._pending = None
-        summary = f"episode {episode.episode} {state} after {episode.steps} steps" + (f": {error}" if error else "")
+        summary = f"episode {episode.episode} {episode.state} after {progress.steps} steps"
+        summary += f": {progress.error}" if progress.error else ""
         # two call sites: rclpy refuses one logging call site used with two severities
-        if state == "failed":
+        if failed:
             self.get_logger().error(summary)
         else:
             self.get_logger().info(summary)
@@ -405,7 +395,7 @@ class SimBridgeNode(Node):
         exhausted = 0 < self.config.num_episodes <= self._episodes_started
         if exhausted or self._failure_streak >= MAX_CONSECUTIVE_FAILURES:
             if not exhausted:
-                episode.error = f"stopped after {self._failure_streak} consecutive failed episodes: {error}"
+                episode.error = f"stopped after {self._failure_streak} consecutive failed episodes: {progress.error}"
             self._set_phase(_Phase.FINISHED)
             episode.state = "finished"
             self.get_logger().info(f"finished: {self._episodes_started} episodes, {self._successes} successes")
@@ -451,7 +441,7 @@ class SimBridgeNode(Node):
         self._request_time = time.monotonic()
 
     def _status(self) -> dict[str, Any]:
-        episode = self._episode
+        episode, progress = self._episode, self._loop.episode
         return {
             "episode": episode.episode,
             "suite": self.config.suite,
@@ -459,20 +449,19 @@ class SimBridgeNode(Node):
             "init_state": episode.init_state,
             "state": episode.state,
             "outcome": episode.outcome,
-            "steps": episode.steps,
-            "reward": episode.reward,
+            "steps": progress.steps,
+            "reward": progress.reward,
             "chunks_received": episode.chunks_received,
             "chunks_rejected": episode.chunks_rejected,
             "chunks_stale": episode.chunks_stale,
-            "misses": episode.misses,
+            "misses": episode.request_timeouts + progress.holds,  # lockstep: timeouts; realtime: hold steps
             "error": episode.error,
             "episodes_done": self._episodes_done(),
             "successes": self._successes,
         }
 
     def _episodes_done(self) -> int:
-        running = self._episode is not None and self._episode.state == "running"
-        return self._episodes_started - running
+        return self._episodes_started - self._loop.running
 
     def _publish_report(self) -> None:
         """Latched episode status (JSON) and one /diagnostics status with the same fields."""

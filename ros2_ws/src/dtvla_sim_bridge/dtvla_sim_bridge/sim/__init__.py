@@ -1,5 +1,6 @@
-"""LIBERO simulator wrapper: suites and step caps, one task env driven as the evaluation protocol does. No ROS."""
+"""LIBERO simulator wrapper: suites and step caps, one task env, the one lockstep episode loop. No ROS."""
 
+from dtvla_sim_bridge.sim.episode import AskChunk, Episode, EpisodeLoop, Outcome
 from dtvla_sim_bridge.sim.libero_env import (
     ACTION_DIM,
     CONTROL_FREQ_HZ,
@@ -19,8 +20,12 @@ __all__ = [
     "SETTLE_ACTION",
     "SUITES",
     "SUITE_NAMES",
+    "AskChunk",
+    "Episode",
+    "EpisodeLoop",
     "Frame",
     "LiberoSim",
+    "Outcome",
     "SimulationError",
     "StepResult",
     "SuiteSpec",

@@ -1,10 +1,13 @@
 """One LIBERO task environment as the evaluation protocol drives it; used by the sim bridge and the eval harness.
 
-Mirrors DeepThinkVLA `src/experiments/run_libero_eval.py` / `libero_utils.py`: `env.seed(seed)` once, each episode
-`reset()` + `set_init_state(init_states[i])` + `settle_steps` no-ops `[0, 0, 0, 0, 0, 0, -1]`, cameras rotated 180
-degrees (`img[::-1, ::-1]`), the gripper sign-binarised, success = LIBERO's `done` (the BDDL goal holds), the
-episode capped at the suite's max steps. libero / robosuite / mujoco are imported on first use, after MUJOCO_GL
-gets its default, because robosuite picks the GL backend at import; importing this module costs nothing.
+Mirrors DeepThinkVLA `src/experiments/run_libero_eval.py` / `libero_utils.py`: each episode `reset()` +
+`set_init_state(init_states[i])` + `settle_steps` no-ops `[0, 0, 0, 0, 0, 0, -1]`, cameras rotated 180 degrees
+(`img[::-1, ::-1]`), the gripper sign-binarised, success = LIBERO's `done` (the BDDL goal holds), the episode capped
+at the suite's max steps. One deliberate difference makes an episode independent of the ones before it: upstream
+seeds numpy once per task (`env.seed(0)`), so the fixtures LIBERO places at random at every reset depend on how many
+resets came first; here each reset seeds numpy with `seed + init state` (see `LiberoSim.reset`). libero / robosuite
+/ mujoco are imported on first use, after MUJOCO_GL gets its default, because robosuite picks the GL backend at
+import; importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from dtvla_policy.model.conventions import ACTION_DIM
+from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.sim.suites import get_suite
 
 CONTROL_FREQ_HZ = 20  # robosuite ControlEnv default, which LIBERO and its datasets use
 SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # upstream "dummy action": hold, gripper open
-ACTION_DIM = 7  # OSC_POSE delta eef (dx, dy, dz, drx, dry, drz) + gripper
 AGENTVIEW_KEY = "agentview_image"
 WRIST_KEY = "robot0_eye_in_hand_image"
 
@@ -32,12 +36,12 @@ class SimulationError(RuntimeError):
 
 
 def binarize_gripper(value: float) -> float:
-    """LIBERO gripper command from a policy value: > 0 closes (+1), anything else opens (-1).
+    """LIBERO gripper command from a policy value, exactly upstream's `np.sign`: > 0 closes (+1), < 0 opens (-1).
 
-    Upstream evals use `np.sign`, which maps exactly 0 to 0 (a half-way command the policy never trained on);
-    0 is treated as open here, like the settle action.
+    Exactly 0 stays 0 (robosuite then holds the gripper's current command): the decoded centre of action bin 1023
+    is 0.0, so a policy can send it, and upstream's evaluation sends it on as 0. `step()` refuses NaN first.
     """
-    return 1.0 if value > 0 else -1.0
+    return float(np.sign(value))
 
 
 def rotate_180(image: np.ndarray) -> np.ndarray:
@@ -103,6 +107,21 @@ def _instability_count(env: Any) -> int:
     return sum(int(warnings[int(kind)].number) for kind in bad)
 
 
+def _clear_soft_reset_leftovers(env: Any) -> None:
+    """Reset what robosuite keeps across a soft reset but a new environment starts without.
+
+    Only each gripper's integrated command is left over (`format_action` adds +-speed to `current_action` at every
+    substep): after an episode that ended closed, the next one would settle with the fingers 2.8 mm apart from a
+    fresh environment's. Everything else already starts over: MuJoCo's data (`mj_resetData`: qpos, qvel, act, ctrl,
+    warmstart, applied forces), the controllers (rebuilt by `robot.reset`), the robots' recent-value buffers, the
+    env's timestep and done flag, the observables (`_reset_internal`), LIBERO's fixture poses and object joints
+    (placed again). tests/dtvla_sim_bridge/test_episode_order.py checks the result bit for bit.
+    """
+    for robot in env.env.robots:
+        if robot.has_gripper:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+
+
 class LiberoSim:
     """One LIBERO task with two cameras, stepped with 7-dim delta-eef actions at 20 Hz.
 
@@ -115,13 +134,14 @@ class LiberoSim:
         suite: str,
         task_id: int,
         *,
-        camera_size: int = 256,
-        seed: int = 0,
-        settle_steps: int = 10,
+        camera_size: int = UPSTREAM_EPISODE.camera_size,
+        seed: int = UPSTREAM_EPISODE.env_seed,
+        settle_steps: int = UPSTREAM_EPISODE.settle_steps,
         max_steps: int | None = None,
     ) -> None:
         """`camera_size` is the square render size in px (the upstream eval renders 256, the policy resizes);
-        `max_steps` caps policy steps per episode (None: the suite's DeepThinkVLA cap)."""
+        `seed + init state` seeds each reset (the env seed); `max_steps` caps policy steps per episode (None: the
+        suite's DeepThinkVLA cap)."""
         spec = get_suite(suite)
         if not 0 <= task_id < spec.num_tasks:
             raise ValueError(
@@ -131,12 +151,15 @@ class LiberoSim:
             raise ValueError(f"camera_size must be >= 1 px, got {camera_size}")
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
+        if not 0 <= seed < 2**31:  # numpy takes seeds below 2**32; seed + init state must stay under it
+            raise ValueError(f"seed must be 0..2**31-1, got {seed}")
         max_steps = spec.max_steps if max_steps is None else max_steps
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.suite = suite
         self.task_id = task_id
         self.camera_size = camera_size
+        self.seed = seed
         self.settle_steps = settle_steps
         self.max_steps = max_steps
         self.control_freq = CONTROL_FREQ_HZ
@@ -149,16 +172,27 @@ class LiberoSim:
         self.task_language: str = task.language
         self._init_states = np.asarray(task_suite.get_task_init_states(task_id))
         bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
-        # robosuite raises once `horizon` steps are taken; settle + cap keeps it from ending an episode early.
-        self._env: Any = offscreen_render_env(
+        self._env_kwargs = dict(
             bddl_file_name=str(bddl),
             camera_heights=camera_size,
             camera_widths=camera_size,
+            # robosuite raises once `horizon` steps are taken; settle + cap keeps it from ending an episode early.
             horizon=settle_steps + max_steps,
+            hard_reset=False,  # the hard reset builds a new env instead (see `reset`)
         )
-        self._env.seed(seed)
+        self._make_env = offscreen_render_env
+        self._env: Any = self._make_env(**self._env_kwargs)  # None after a failed rebuild: the next reset retries
+        self._closed = False
         self._step = -1  # -1: no episode yet
         self._over = ""  # why the current episode is over ("" while it runs)
+
+    @classmethod
+    def for_protocol(
+        cls, suite: str, task_id: int, protocol: EpisodeProtocol, max_steps: int | None = None
+    ) -> LiberoSim:
+        """The simulator an `EpisodeLoop` under `protocol` runs: its camera size, env seed and settle steps."""
+        return cls(suite, task_id, camera_size=protocol.camera_size, seed=protocol.env_seed,
+                   settle_steps=protocol.settle_steps, max_steps=max_steps)
 
     # --- properties ------------------------------------------------------------------------------------------
     @property
@@ -174,6 +208,8 @@ class LiberoSim:
     def env(self) -> Any:
         """The underlying `OffScreenRenderEnv`, for tools that need MuJoCo state (object poses, videos)."""
         self._check_open()
+        if self._env is None:
+            raise RuntimeError("no environment: rebuilding it failed; reset() tries again")
         return self._env
 
     # --- episode ---------------------------------------------------------------------------------------------
@@ -186,17 +222,26 @@ class LiberoSim:
                 f"{count} init states (0..{count - 1})"
             )
 
-    def reset(self, init_state_index: int, hard_reset: bool = False) -> Frame:
+    def reset(self, init_state_index: int, hard_reset: bool = UPSTREAM_EPISODE.hard_reset) -> Frame:
         """Start an episode from init state `init_state_index`, then run the settle no-ops.
 
-        `hard_reset=True` rebuilds the MJCF (~4 s, robosuite's default); False only resets the MuJoCo data
-        (~0.5 s) and gives the same state after `set_init_state`.
+        The episode is the same whatever ran before it in this process, bit for bit. `hard_reset=True` builds a new
+        environment (~4 s; what to do after a simulator failure). The soft reset (~0.5 s) resets the MuJoCo data
+        and clears what robosuite keeps across it, which gives the same state. robosuite's own hard reset does not:
+        LIBERO's model rebuild adds one more object-joint sampler each time, which shifts every later random draw.
+        LIBERO re-places the fixtures (cabinet, stove, ...) at random within their BDDL regions at every reset, from
+        numpy's global RNG; it is seeded with `seed + init_state_index` right before, so an init state always gets
+        the same fixture poses (upstream: the draw after all the previous resets' draws of the task).
         """
         self._check_open()
         self.check_init_state(init_state_index)
         self._step = -1  # no usable episode until the settle steps are through
-        self._env.env.hard_reset = hard_reset  # robosuite reads the flag at every reset()
         try:
+            if hard_reset or self._env is None:
+                self._rebuild_env()
+            else:
+                _clear_soft_reset_leftovers(self._env)
+            np.random.seed(self.seed + init_state_index)
             self._env.reset()
             obs = self._env.set_init_state(self._init_states[init_state_index])
         except Exception as exc:  # any MuJoCo / robosuite failure ends the episode the same way
@@ -238,9 +283,8 @@ class LiberoSim:
 
     def close(self) -> None:
         """Free the simulator and its render context; safe to call twice."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        self._closed = True
+        self._free_env()
 
     def __enter__(self) -> LiberoSim:
         return self
@@ -250,8 +294,18 @@ class LiberoSim:
 
     # --- internals -------------------------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._env is None:
+        if self._closed:
             raise RuntimeError("LiberoSim is closed")
+
+    def _free_env(self) -> None:
+        if self._env is not None:
+            env, self._env = self._env, None
+            env.close()
+
+    def _rebuild_env(self) -> None:
+        """A new environment, as the constructor built it; the old one goes first (one render context at a time)."""
+        self._free_env()
+        self._env = self._make_env(**self._env_kwargs)
 
     def _env_step(self, command: np.ndarray) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
         before = _instability_count(self._env)
