@@ -124,3 +124,14 @@ def test_saved_and_reloaded_model_predicts_the_same(tiny_checkpoint, tiny_engine
         assert a.cot_segment_ids == b.cot_segment_ids and a.cot == b.cot
         np.testing.assert_array_equal(a.action_tokens, b.action_tokens)
         np.testing.assert_array_equal(a.actions, b.actions)
+
+
+@torch.inference_mode()
+def test_an_image_id_written_in_the_cot_is_a_token_not_an_image_slot(tiny_engine):
+    """Upstream merges images on the first step only, so a CoT `<image>` keeps its token embedding."""
+    ids, segs, feats, _ = full_sequence(tiny_engine, [tiny_engine.ids.image, 300])
+    position = int(torch.nonzero(segs[0] == Segment.COT)[1])
+    assert ids[0, position] == tiny_engine.ids.image
+    embeds = tiny_engine.model.embed(ids, segs, feats)  # would raise: one more <image> slot than image features
+    token = tiny_engine.model.get_input_embeddings()(ids[:, position])
+    torch.testing.assert_close(embeds[0, position], token[0])
