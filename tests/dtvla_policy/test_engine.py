@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from dtvla_policy.inference.cli import build_parser
 from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation
 from dtvla_policy.model.hybrid_mask import Segment
+from dtvla_policy.protocol import COT_CAP_EVAL
 from tests.fixtures.checkpoints import camera_image
 
 TASK = "pick up the black bowl and place it on the plate"
@@ -210,7 +212,18 @@ def test_infer_cli_prints_json(tiny_checkpoint, tmp_path):
     result = json.loads(out.stdout)
     assert np.array(result["actions"]).shape == (10, 7)
     assert result["cot_tokens"] == 3 and result["cot_truncated"] is True
+    assert result["max_cot_tokens"] == 3 and result["decode_deviations"] == {"max_cot_tokens": 3}
     assert {"vision", "prefill", "cot", "action", "total"} <= set(result["timings_ms"])
+
+
+def test_infer_cli_defaults_are_upstreams_decoding():
+    args = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t"])
+    assert args.max_cot_tokens == COT_CAP_EVAL == 2048
+    assert args.mode == "full" and not args.force_think_start and not args.ban_extra_specials
+    assert DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed).deviations() == {}
+    opted = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t",
+                                       "--force-think-start", "--ban-extra-specials", "--mode", "random"])
+    assert opted.force_think_start and opted.ban_extra_specials and opted.mode == "random"
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):
