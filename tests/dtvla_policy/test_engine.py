@@ -6,9 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from dtvla_policy.inference.engine import DecodeConfig, Mode
+from dtvla_policy.inference.cli import build_parser
+from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation
+from dtvla_policy.model.hybrid_mask import Segment
+from dtvla_policy.protocol import COT_CAP_EVAL
 from tests.fixtures.checkpoints import camera_image
 
 TASK = "pick up the black bowl and place it on the plate"
@@ -38,9 +42,104 @@ def test_unnormalised_actions_follow_the_norm_stats(tiny_engine):
 def test_cot_cap_closes_the_thought_and_flags_it(tiny_engine, caplog):
     prediction = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "full", DecodeConfig(max_cot_tokens=4))
     assert prediction.cot_truncated  # a random model never writes </think><action> on its own
+    # 4 tokens written by the model, then `</think>` (and `<action>`, the block's first token) forced beyond the cap
     assert prediction.cot_tokens == 4
+    assert prediction.cot_segment_ids == [*prediction.cot_token_ids, tiny_engine.ids.think_end]
     assert "max_cot_tokens=4" in caplog.text
     assert np.all(np.isfinite(prediction.actions))
+
+
+def test_a_prefilled_think_counts_against_the_cap(tiny_engine):
+    config = DecodeConfig(max_cot_tokens=4, force_think_start=True)
+    prediction = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "full", config)
+    ids = tiny_engine.ids
+    assert prediction.cot_truncated and prediction.cot_tokens == 3
+    assert prediction.cot_segment_ids == [ids.think_start, *prediction.cot_token_ids, ids.think_end]
+
+
+def prefix_and_features(engine, obs: Observation) -> tuple[list[int], torch.Tensor]:
+    batch = engine.prepare([obs])
+    return batch.prefixes[0], batch.image_features
+
+
+@torch.no_grad()  # not inference_mode: callers edit the logits in place
+def next_token_logits(engine, prefix: list[int], features: torch.Tensor, cot: list[int]) -> torch.Tensor:
+    """(len(cot) + 1, vocab) fp32 logits from ONE uncached forward over [prefix, cot]: no engine decoding code."""
+    ids = torch.tensor([prefix + cot])
+    segments = torch.tensor([[Segment.PREFIX] * len(prefix) + [Segment.COT] * len(cot)])
+    logits = engine.model.hybrid_forward(ids, segments, features).logits[0]
+    return logits[len(prefix) - 1 :].float()
+
+
+def independent_greedy(engine, obs: Observation, head: list[int], banned: set[int], extra_after_think: set[int],
+                       steps: int) -> list[int]:
+    """Greedy CoT the slow, obvious way: a full forward per token, argmax with only `banned` ids excluded."""
+    prefix, features = prefix_and_features(engine, obs)
+    cot = list(head)
+    for _ in range(steps):
+        logits = next_token_logits(engine, prefix, features, cot)[-1]
+        excluded = banned | (extra_after_think if engine.ids.think_start in cot else set())
+        logits[sorted(excluded)] = float("-inf")
+        cot.append(int(logits.argmax()))
+    return cot
+
+
+def upstream_ban(ids) -> set[int]:
+    return set(range(ids.action_begin, ids.action_end_id + 1)) | {ids.eos}
+
+
+def test_default_full_mode_lets_the_model_write_think(tiny_engine):
+    """Upstream prefills only the prefix: the first CoT token is the prefix's own greedy choice, not `<think>`."""
+    obs = Observation(camera_image(0), camera_image(1), TASK)
+    prediction = tiny_engine.predict(obs.agentview, obs.wrist, obs.task, "full", DecodeConfig(max_cot_tokens=6))
+    expected = independent_greedy(tiny_engine, obs, [], upstream_ban(tiny_engine.ids), set(), 6)
+    assert expected[0] != tiny_engine.ids.think_start  # this random model does not open with `<think>` ...
+    assert prediction.cot_segment_ids[:6] == expected  # ... so a prefilled `<think>` would show here
+
+
+def test_opt_in_flags_reproduce_the_former_decoding(tiny_engine):
+    """force_think_start + ban_extra_specials: `<think>` prefilled; pad, bos, `<image>`, `</action>` and a second
+    `<think>` banned on top of upstream's bans."""
+    ids = tiny_engine.ids
+    obs = Observation(camera_image(0), camera_image(1), TASK)
+    config = DecodeConfig(max_cot_tokens=6, force_think_start=True, ban_extra_specials=True)
+    assert config.deviations() == {"max_cot_tokens": 6, "force_think_start": True, "ban_extra_specials": True}
+    prediction = tiny_engine.predict(obs.agentview, obs.wrist, obs.task, "full", config)
+    former_ban = upstream_ban(ids) | {ids.pad, ids.bos, ids.image, ids.action_end}
+    expected = independent_greedy(tiny_engine, obs, [ids.think_start], former_ban, {ids.think_start}, 5)
+    assert prediction.cot_segment_ids[:6] == expected
+    assert "<think>" not in prediction.cot and "</think>" not in prediction.cot
+
+
+def test_cot_bans_are_upstreams_unless_opted_in(tiny_engine):
+    ids = tiny_engine.ids
+
+    def banned(config: DecodeConfig, think_written: bool) -> set[int]:
+        return set(torch.nonzero(tiny_engine.cot_ban(config, think_written)).flatten().tolist())
+
+    upstream = upstream_ban(ids)
+    assert banned(DecodeConfig(), False) == banned(DecodeConfig(), True) == upstream
+    extra = DecodeConfig(ban_extra_specials=True)
+    assert banned(extra, False) == upstream | {ids.pad, ids.bos, ids.image, ids.action_end}
+    assert banned(extra, True) == banned(extra, False) | {ids.think_start}
+
+
+@pytest.mark.parametrize("force_think_start", [False, True])
+def test_sample_log_probs_are_those_of_the_tokens_fed(tiny_engine, force_think_start):
+    """cot_logprobs[i] = log p(token i | prefix, tokens before), tokens = cot_segment_ids then `<action>`,
+    checked against one uncached forward; with the prefill, `<think>` gets its log-prob too."""
+    ids = tiny_engine.ids
+    config = DecodeConfig(max_cot_tokens=5, seed=3, cot_temperature=0.7, force_think_start=force_think_start)
+    obs = Observation(camera_image(0), camera_image(1), TASK)
+    prediction = tiny_engine.predict(obs.agentview, obs.wrist, obs.task, "sample", config)
+    fed = [*prediction.cot_segment_ids, ids.action_start]
+    assert prediction.cot_logprobs.shape == (len(fed),)
+    assert (prediction.cot_segment_ids[0] == ids.think_start) == force_think_start
+    prefix, features = prefix_and_features(tiny_engine, obs)
+    logits = next_token_logits(tiny_engine, prefix, features, prediction.cot_segment_ids)
+    logits[:, sorted(upstream_ban(ids))] = float("-inf")
+    expected = torch.log_softmax(logits / config.cot_temperature, -1)[torch.arange(len(fed)), fed]
+    np.testing.assert_allclose(prediction.cot_logprobs, expected.numpy(), atol=1e-4)
 
 
 def test_sample_mode_returns_log_probs_and_is_seeded(tiny_engine):
@@ -48,14 +147,24 @@ def test_sample_mode_returns_log_probs_and_is_seeded(tiny_engine):
     a = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "sample", config)
     b = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "sample", config)
     assert a.action_logprobs.shape == (70,) and np.all(a.action_logprobs <= 0)
-    assert a.cot_logprobs.shape == (a.cot_tokens + 2,)  # CoT tokens, </think>, <action>
     np.testing.assert_array_equal(a.action_tokens, b.action_tokens)
-    assert a.cot_token_ids == b.cot_token_ids
+    assert a.cot_segment_ids == b.cot_segment_ids
+    np.testing.assert_array_equal(a.cot_logprobs, b.cot_logprobs)
 
 
-def test_random_mode_uses_128_random_tokens(tiny_engine):
+def test_random_mode_draws_upstreams_128_ids(tiny_engine):
+    """128 ids uniform over [0, 220000), as upstream: reproduced from the same seeded generator."""
     prediction = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "random", DecodeConfig(seed=1))
-    assert prediction.cot_tokens == 128
+    expected = torch.randint(0, 220_000, (128,), generator=torch.Generator().manual_seed(1)).tolist()
+    assert prediction.cot_token_ids == expected
+    assert prediction.cot_segment_ids == [tiny_engine.ids.think_start, *expected, tiny_engine.ids.think_end]
+
+
+def test_cot_text_never_shows_tags(tiny_engine):
+    ids = tiny_engine.ids
+    words = tiny_engine.ckpt.tokenizer("move down and grasp the bowl", add_special_tokens=False)["input_ids"]
+    tagged = [ids.think_start, *words, ids.image, ids.think_end, ids.action_start, ids.action_end]
+    assert tiny_engine.cot_text(tagged) == tiny_engine.cot_text(words) == "move down and grasp the bowl"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +212,18 @@ def test_infer_cli_prints_json(tiny_checkpoint, tmp_path):
     result = json.loads(out.stdout)
     assert np.array(result["actions"]).shape == (10, 7)
     assert result["cot_tokens"] == 3 and result["cot_truncated"] is True
+    assert result["max_cot_tokens"] == 3 and result["decode_deviations"] == {"max_cot_tokens": 3}
     assert {"vision", "prefill", "cot", "action", "total"} <= set(result["timings_ms"])
+
+
+def test_infer_cli_defaults_are_upstreams_decoding():
+    args = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t"])
+    assert args.max_cot_tokens == COT_CAP_EVAL == 2048
+    assert args.mode == "full" and not args.force_think_start and not args.ban_extra_specials
+    assert DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed).deviations() == {}
+    opted = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t",
+                                       "--force-think-start", "--ban-extra-specials", "--mode", "random"])
+    assert opted.force_think_start and opted.ban_extra_specials and opted.mode == "random"
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):

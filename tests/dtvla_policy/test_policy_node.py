@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import numpy as np
@@ -14,8 +15,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory
 
+from dtvla_policy.protocol import COT_CAP_EVAL, NODE_MODES
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import numpy_to_image
+from dtvla_policy.ros.policy_node import PARAMETERS, RUNTIME_MODES
 from tests.fixtures.checkpoints import camera_image
 from tests.fixtures.ros import probe_node, start_node, stop_node
 
@@ -30,6 +33,7 @@ def policy_process(tiny_checkpoint):
     yield process
     code, output = stop_node(process, signal.SIGINT)
     assert code == 0, output
+    assert output.count("decoding deviates from upstream: {'max_cot_tokens': 3}") == 1, output  # once, at start
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +137,13 @@ def test_request_is_answered_with_a_stamped_chunk_cot_and_picture(rig):
     _, values = wait_diagnostics(rig, lambda v: count(v, "chunks_published") >= 1, "a published chunk")
     assert values["mode"] == "full"
     assert {"vision_ms", "prefill_ms", "cot_ms", "action_ms"} <= set(values)
+    assert values["max_cot_tokens"] == "3" and json.loads(values["decode_deviations"]) == {"max_cot_tokens": 3}
+
+
+def test_node_decoding_defaults_are_upstreams():
+    default, descriptor = PARAMETERS["max_cot_tokens"]
+    assert default == COT_CAP_EVAL == 2048 and descriptor.integer_range[0].to_value == COT_CAP_EVAL
+    assert RUNTIME_MODES == tuple(m.value for m in NODE_MODES) == ("full", "masked")
 
 
 def test_bad_frames_and_joint_states_are_rejected_and_counted(rig):
@@ -215,6 +226,10 @@ def test_sigterm_stops_the_node_cleanly(tiny_checkpoint):
                        60, "the node spinning (its diagnostics)")
     code, output = stop_node(process, signal.SIGTERM)
     assert code == 0, output
+    status = next(s for d in diagnostics for s in d.status if s.name == "policy_sigterm: inference")
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["max_cot_tokens"] == "2048" and values["decode_deviations"] == "{}"  # defaults: upstream's
+    assert "deviates from upstream" not in output
 
 
 def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):

@@ -47,9 +47,12 @@ class DecodeConfig:
 
     The two flags are opt-in deviations kept for experiments; both off reproduce upstream exactly: the model
     writes `<think>` itself, and only the action ids and `<eos>` are banned while it thinks.
+    `max_cot_tokens` counts like upstream's `max_new_tokens`: every token after the prefix up to and including
+    the `<action>` that ends the CoT (`<think>` and `</think>` count). A CoT not closed within it is closed by force
+    and flagged `cot_truncated`, where upstream would have stopped without an `<action>`.
     """
 
-    max_cot_tokens: int = COT_CAP_EVAL  # generated CoT tokens before the CoT is closed by force
+    max_cot_tokens: int = COT_CAP_EVAL  # tokens after the prefix, `<think>` to `<action>`, before a forced close
     cot_temperature: float = 1.0  # sample mode only (upstream RL)
     action_temperature: float = 1.6  # sample mode only (upstream RL), over the 2048 action ids
     seed: int | None = None  # sample/random modes; None draws fresh randomness

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from dtvla_policy.inference.engine import DecodeConfig, Mode, PolicyEngine
+from dtvla_policy.inference.engine import PolicyEngine
+from dtvla_policy.protocol import DecodeConfig, Mode
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -22,26 +23,36 @@ def read_rgb(path: str) -> np.ndarray:
         raise SystemExit(f"dtvla-infer: cannot read image {path}: {err}") from err
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every decoding default comes from `DecodeConfig` (upstream's); each flag that deviates says so."""
+    defaults = DecodeConfig()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (safetensors + norm_stats.json)")
     parser.add_argument("--agentview", required=True, help="third-person camera image file")
     parser.add_argument("--wrist", required=True, help="wrist camera image file")
     parser.add_argument("--task", required=True, help="task instruction")
-    parser.add_argument("--mode", default="full", choices=[m.value for m in Mode])
+    parser.add_argument("--mode", default=Mode.FULL.value, choices=[m.value for m in Mode])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 CUDA, fp32 CPU)")
-    parser.add_argument("--max-cot-tokens", type=int, default=DecodeConfig.max_cot_tokens)
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    parser.add_argument("--max-cot-tokens", type=int, default=defaults.max_cot_tokens,
+                        help=f"CoT cap, counted like upstream's max_new_tokens (default {defaults.max_cot_tokens}, "
+                        "upstream's; lower is a deviation)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random and sample modes")
+    parser.add_argument("--force-think-start", action="store_true", default=defaults.force_think_start,
+                        help="deviation: prefill <think> instead of letting the model write it")
+    parser.add_argument("--ban-extra-specials", action="store_true", default=defaults.ban_extra_specials,
+                        help="deviation: also ban pad, bos, <image>, </action> and a second <think> in the CoT")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     agentview, wrist = read_rgb(args.agentview), read_rgb(args.wrist)
     try:
-        engine = PolicyEngine.from_checkpoint(
-            args.checkpoint, device=args.device, dtype=args.dtype,
-            decode=DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed),
-        )
+        decode = DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed,
+                              force_think_start=args.force_think_start, ban_extra_specials=args.ban_extra_specials)
+        engine = PolicyEngine.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype, decode=decode)
         prediction = engine.predict(agentview, wrist, args.task, mode=args.mode)
     except (FileNotFoundError, ValueError) as err:
         print(f"dtvla-infer: {err}", file=sys.stderr)
@@ -52,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "cot": prediction.cot,
         "cot_tokens": prediction.cot_tokens,
         "cot_truncated": prediction.cot_truncated,
+        "max_cot_tokens": decode.max_cot_tokens,
+        "decode_deviations": decode.deviations(),
         "timings_ms": {k.removesuffix("_ms"): round(v, 3) for k, v in prediction.timings.items()},
     }
     print(json.dumps(result, indent=2))

@@ -4,14 +4,18 @@ Modes (`Mode`):
   full        greedy CoT with a KV cache until `</think><action>`, then ONE pass of the 73-token action block on
               top of that cache (no second image encode, no prefix recompute; upstream re-runs everything);
   masked      empty `<think></think>`, then the action block: one forward pass (upstream get_vla_action_mask_cot);
-  random      128 uniform random ids as the CoT (upstream's ablation), one pass;
+  random      `<think>`, 128 uniform random ids, `</think>` (upstream's ablation), one pass;
   ar_actions  the 70 action tokens decoded one by one, causally (pi0-FAST-style latency baseline; the released
               weights were not trained for it);
   sample      CoT sampled at `cot_temperature`, actions at `action_temperature` over the 2048 action ids, with
               per-token log-probs (what GRPO rollouts need).
-A CoT that reaches `max_cot_tokens` without closing is closed by force (`</think>` then `<action>`), logged, and
-flagged `cot_truncated`; the action pass then runs as usual. No ROS imports here: the policy node, evaluation,
-training rollouts and tests all call `PolicyEngine.predict` / `predict_batch`.
+
+CoT decoding follows upstream's `predict_cot_action` by default (`DecodeConfig`): the prefill is the prefix alone
+(ending in ';' '\n'), so the model writes `<think>` itself; only the action ids and `<eos>` are banned. The opt-in
+deviations `force_think_start` and `ban_extra_specials` restore this engine's former behaviour. A CoT that does not
+close within `max_cot_tokens` is closed by force (`</think>` then `<action>`), logged, and flagged `cot_truncated`;
+the action pass then runs as usual. No ROS imports here: the policy node, evaluation, training rollouts and tests
+all call `PolicyEngine.predict` / `predict_batch`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dtvla_policy.model.conventions import (
     CAMERA_ORDER,
     CHUNK_STEPS,
     RANDOM_COT_MAX_ID,
+    RANDOM_COT_MIN_ID,
     RANDOM_COT_TOKENS,
 )
 from dtvla_policy.model.hybrid_mask import Segment
@@ -55,7 +60,13 @@ class Observation:
 
 @dataclass
 class Prediction:
-    """One policy output. `actions` is the unnormalised (10, 7) chunk; the gripper is raw (sign it to execute)."""
+    """One policy output. `actions` is the unnormalised (10, 7) chunk; the gripper is raw (sign it to execute).
+
+    Two views of the CoT: `cot_segment_ids` is exactly what sat between the prefix and the action block (tags
+    included; a teacher-forced replay needs it), `cot_token_ids` is the thought alone: the segment without its
+    leading `<think>` (model-written or not) and its closing `</think>`, so its length means the same in every
+    mode. `cot` is that thought as text, with no tags, for humans.
+    """
 
     actions: np.ndarray
     cot: str
@@ -63,8 +74,11 @@ class Prediction:
     mode: str
     action_tokens: np.ndarray  # (70,) int64
     cot_token_ids: list[int] = field(default_factory=list)
+    cot_segment_ids: list[int] = field(default_factory=list)  # `<think>` ... `</think>` as fed
     cot_truncated: bool = False
-    cot_logprobs: np.ndarray | None = None  # sample mode: (n_cot + 2,) log-probs of CoT, </think>, <action>
+    # sample mode: (len(cot_segment_ids) + 1,) log-probs of cot_segment_ids then `<action>`, every token as fed
+    # (a model-written `<think>` included), under the CoT distribution (bans applied, at cot_temperature)
+    cot_logprobs: np.ndarray | None = None
     action_logprobs: np.ndarray | None = None  # sample mode: (70,) log-probs at action_temperature
 
     @property
@@ -91,11 +105,9 @@ class PolicyEngine:
         self.codec = ActionCodec(self.ids)
         self.decode_config = decode or DecodeConfig()
         self.device = next(self.model.parameters()).device
-        banned = [self.ids.eos, self.ids.pad, self.ids.bos, self.ids.image, self.ids.think_start, self.ids.action_end]
-        # Upstream bans the action ids and <eos> during CoT; the other specials cannot appear in a CoT either.
-        self._cot_ban = torch.zeros(self.ids.vocab_size, dtype=torch.bool, device=self.device)
-        self._cot_ban[self.ids.action_begin : self.ids.action_end_id + 1] = True
-        self._cot_ban[banned] = True
+        # Tags and specials never shown to humans in the CoT text (the released tokenizer may not mark them special).
+        self._hidden_in_text = {self.ids.pad, self.ids.eos, self.ids.bos, self.ids.image, self.ids.think_start,
+                                self.ids.think_end, self.ids.action_start, self.ids.action_end}
 
     @classmethod
     def from_checkpoint(
@@ -135,8 +147,7 @@ class PolicyEngine:
         elif mode is Mode.AR_ACTIONS:
             outputs = self._autoregressive_actions(batch)
         else:
-            cots = [self._fixed_cot(mode, generator) for _ in observations]
-            outputs = self.one_pass_actions(batch, cots)
+            outputs = self.one_pass_actions(batch, [self._fixed_cot(mode, generator) for _ in observations])
         predictions = self._finish(outputs, mode, batch.timings)
         total_ms = (time.perf_counter() - start) * 1e3
         for p in predictions:
@@ -170,13 +181,12 @@ class PolicyEngine:
             segs[row, width - len(seq) :] = torch.tensor([int(s) for s in seg])
         return ids.to(self.device), segs.to(self.device)
 
-    def one_pass_actions(self, batch: _Batch, cots: list[list[int]]) -> dict:
-        """[prefix, `<think>` cot `</think>`, action block] in a single forward: masked/random modes, and the
-        upstream-style recompute of the action pass. `cots` excludes both think tags."""
+    def one_pass_actions(self, batch: _Batch, cot_segments: list[list[int]]) -> dict:
+        """[prefix, CoT segment, action block] in a single forward: masked/random modes, and the upstream-style
+        recompute of the action pass. Each CoT segment is given as fed, tags included (`<think>` ... `</think>`)."""
         t0 = time.perf_counter()
         sequences, segments = [], []
-        for prefix, cot in zip(batch.prefixes, cots, strict=True):
-            body = [self.ids.think_start, *cot, self.ids.think_end]
+        for prefix, body in zip(batch.prefixes, cot_segments, strict=True):
             sequences.append(prefix + body + action_block_ids(self.ids))
             segments.append(
                 [Segment.PREFIX] * len(prefix) + [Segment.COT] * len(body) + [Segment.ACTION] * ACTION_BLOCK_LEN
@@ -186,48 +196,90 @@ class PolicyEngine:
         logits = self.model.action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
         tokens = self._pick_actions(logits)
         batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
-        return {"action_tokens": tokens, "action_logits": logits, "cots": cots, "truncated": [False] * len(cots)}
+        return {"action_tokens": tokens, "action_logits": logits, "cot_segments": cot_segments,
+                "truncated": [False] * len(cot_segments)}
 
     def _fixed_cot(self, mode: Mode, generator: torch.Generator) -> list[int]:
+        """The CoT segment of `masked` (`<think></think>`) or `random` (`<think>`, 128 uniform ids, `</think>`)."""
         if mode is Mode.MASKED:
-            return []
-        high = min(RANDOM_COT_MAX_ID, self.ids.action_begin)
-        return torch.randint(3, high, (RANDOM_COT_TOKENS,), generator=generator).tolist()
+            body = []
+        else:  # upstream get_vla_action_mask_cot_random: uniform over [0, 220000), specials included
+            high = min(RANDOM_COT_MAX_ID, self.ids.vocab_size)  # only binds for a vocabulary smaller than upstream's
+            body = torch.randint(RANDOM_COT_MIN_ID, high, (RANDOM_COT_TOKENS,), generator=generator).tolist()
+        return [self.ids.think_start, *body, self.ids.think_end]
+
+    def cot_ban(self, config: DecodeConfig, think_written: bool = False) -> torch.Tensor:
+        """(vocab,) bool: ids the CoT may not take next. Upstream bans the action ids and `<eos>` only;
+        `ban_extra_specials` adds pad, bos, `<image>`, `</action>` and, once it is in the sequence, `<think>`."""
+        ban = torch.zeros(self.ids.vocab_size, dtype=torch.bool, device=self.device)
+        ban[self.ids.action_begin : self.ids.action_end_id + 1] = True
+        ban[self.ids.eos] = True
+        if config.ban_extra_specials:
+            ban[[self.ids.pad, self.ids.bos, self.ids.image, self.ids.action_end]] = True
+            ban[self.ids.think_start] = think_written
+        return ban
 
     def generate_cot(
         self, batch: _Batch, config: DecodeConfig, sample: bool = False, generator: torch.Generator | None = None
     ) -> dict:
-        """Prefill [prefix, `<think>`] with a KV cache and decode the CoT until `</think><action>` or the cap.
+        """Prefill the prefix with a KV cache and decode the CoT segment until `</think><action>` or the cap.
 
-        Returns the cache, the segments of everything in it, and per-sample CoT ids (without think tags).
+        The first CoT token comes from the last prefix position (';' '\\n'), as in upstream's `generate`; with
+        `force_think_start` the prefill also holds `<think>`. `max_cot_tokens` counts what upstream's
+        `max_new_tokens` counts: every token after the prefix up to and including `<action>` (a prefilled
+        `<think>` counts too). A segment not closed within it gets `</think>` (unless it already ends with one)
+        and `<action>` appended by force, beyond the cap, and is flagged truncated.
+        `<action>` is not fed here: the cached action block starts with it.
+
+        Returns the cache, the segments of everything in it, per-sample CoT segments (`<think>` ... `</think>`,
+        as fed), truncation flags and, when sampling, the log-probs of each segment token then `<action>`.
         """
         t0 = time.perf_counter()
         n = len(batch.prefixes)
-        sequences = [p + [self.ids.think_start] for p in batch.prefixes]
-        segments = [[Segment.PREFIX] * len(p) + [Segment.COT] for p in batch.prefixes]
-        ids, segs = self._left_pad(sequences, segments)
+        head = [self.ids.think_start] if config.force_think_start else []
+        ids, segs = self._left_pad(
+            [p + head for p in batch.prefixes],
+            [[Segment.PREFIX] * len(p) + [Segment.COT] * len(head) for p in batch.prefixes],
+        )
         cache = DynamicCache(config=self.model.config.get_text_config())
         out = self.model.hybrid_forward(
-            ids, segs, batch.image_features, past_key_values=cache, use_cache=True, logits_to_keep=1
+            ids, segs, batch.image_features, past_key_values=cache, use_cache=True, logits_to_keep=1 + len(head)
         )
         t1 = time.perf_counter()
-        generated: list[list[int]] = [[] for _ in range(n)]
+        bans = torch.stack([self.cot_ban(config, False), self.cot_ban(config, True)])
+        written: list[list[int]] = [list(head) for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
+        if head and sample:  # the prefilled `<think>` is fed too: its log-prob under the model, for replay
+            log_p = torch.log_softmax(self._cot_logits(out.logits[:, 0], [[]] * n, bans)
+                                      / config.cot_temperature, dim=-1)
+            for row in range(n):
+                logprobs[row].append(float(log_p[row, self.ids.think_start]))
         truncated = [False] * n
         done = [False] * n
         logits = out.logits[:, -1]
         while True:
-            next_tokens = self._next_cot_tokens(logits, generated, done, truncated, config, sample, generator, logprobs)
-            for row, token in enumerate(next_tokens):
+            logits = self._cot_logits(logits, written, bans)
+            if sample:
+                log_p = torch.log_softmax(logits / config.cot_temperature, dim=-1)
+                chosen = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0].tolist()
+            else:
+                chosen = logits.argmax(-1).cpu().tolist()
+            for row, token in enumerate(chosen):
                 if done[row]:
                     continue
-                if generated[row] and generated[row][-1] == self.ids.think_end and token == self.ids.action_start:
+                closing = bool(written[row]) and written[row][-1] == self.ids.think_end
+                if len(written[row]) >= config.max_cot_tokens:  # cap reached without `</think><action>`
+                    truncated[row] = True
+                    token = self.ids.action_start if closing else self.ids.think_end
+                if sample:
+                    logprobs[row].append(float(log_p[row, token]))
+                if closing and token == self.ids.action_start:
                     done[row] = True  # `<action>` opens the action block: it is not fed here
                 else:
-                    generated[row].append(token)
+                    written[row].append(token)
             if all(done):
                 break
-            feed = torch.tensor([self.ids.pad if d else g[-1] for d, g in zip(done, generated, strict=True)])
+            feed = torch.tensor([self.ids.pad if d else w[-1] for d, w in zip(done, written, strict=True)])
             feed_seg = torch.tensor([Segment.PAD if d else Segment.COT for d in done])
             step = self.model.hybrid_forward(
                 feed[:, None].to(self.device), feed_seg[:, None].to(self.device),
@@ -237,39 +289,20 @@ class PolicyEngine:
             logits = step.logits[:, -1]
         t2 = time.perf_counter()
         batch.timings.update({"prefill_ms": (t1 - t0) * 1e3, "cot_ms": (t2 - t1) * 1e3})
-        cots = [g[:-1] for g in generated]  # drop the closing </think>
         for row, cut in enumerate(truncated):
             if cut:
-                log.warning("CoT of sample %d hit max_cot_tokens=%d without </think>; closed by force",
+                log.warning("CoT of sample %d hit max_cot_tokens=%d without </think><action>; closed by force",
                             row, config.max_cot_tokens)
-        return {"cache": cache, "segments": segs, "cots": cots, "truncated": truncated,
+        return {"cache": cache, "segments": segs, "cot_segments": written, "truncated": truncated,
                 "cot_logprobs": logprobs}
 
-    def _next_cot_tokens(
-        self, logits: torch.Tensor, generated: list[list[int]], done: list[bool], truncated: list[bool],
-        config: DecodeConfig, sample: bool, generator: torch.Generator | None, logprobs: list[list[float]],
-    ) -> list[int]:
-        logits = logits.float().masked_fill(self._cot_ban, float("-inf"))
-        if sample:
-            log_p = torch.log_softmax(logits / config.cot_temperature, dim=-1)
-            chosen = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0]
-        else:
-            log_p = None
-            chosen = logits.argmax(-1).cpu()
-        tokens = chosen.tolist()
-        for row in range(len(tokens)):
-            if done[row]:
-                continue
-            last = generated[row][-1] if generated[row] else None
-            closing = last == self.ids.think_end
-            if len(generated[row]) >= config.max_cot_tokens + int(closing):
-                # Cap reached: close the CoT (`</think>`), then open the action block (`<action>`).
-                forced = self.ids.action_start if closing else self.ids.think_end
-                truncated[row] = truncated[row] or tokens[row] != forced
-                tokens[row] = forced
-            if log_p is not None:
-                logprobs[row].append(float(log_p[row, tokens[row]]))
-        return tokens
+    def _cot_logits(self, logits: torch.Tensor, written: list[list[int]], bans: torch.Tensor) -> torch.Tensor:
+        """(B, vocab) next-token logits -> float32 with banned ids at -inf (HF `generate` also works in fp32).
+
+        `bans` is (2, vocab): `cot_ban` before and after `<think>` is in a row's sequence.
+        """
+        think_written = torch.tensor([self.ids.think_start in w for w in written], device=self.device)
+        return logits.float().masked_fill(bans[think_written.long()], float("-inf"))
 
     def cached_action_pass(self, cot: dict) -> dict:
         """The 73-token action block in one pass on top of the CoT's KV cache (the engine's fast path)."""
@@ -292,7 +325,7 @@ class PolicyEngine:
         action = self.cached_action_pass(cot)
         batch.timings["action_ms"] = action["action_ms"]
         logits = action["action_logits"]
-        outputs = {"cots": cot["cots"], "truncated": cot["truncated"], "action_logits": logits}
+        outputs = {"cot_segments": cot["cot_segments"], "truncated": cot["truncated"], "action_logits": logits}
         if sample:
             tokens, action_logprobs = self._sample_actions(logits, config.action_temperature, generator)
             outputs.update(action_tokens=tokens, action_logprobs=action_logprobs, cot_logprobs=cot["cot_logprobs"])
@@ -323,7 +356,8 @@ class PolicyEngine:
             hidden = out.last_hidden_state
         batch.timings.update({"prefill_ms": (t1 - t0) * 1e3, "action_ms": (time.perf_counter() - t1) * 1e3})
         n = len(batch.prefixes)
-        return {"action_tokens": torch.cat(tokens, dim=1), "cots": [[] for _ in range(n)], "truncated": [False] * n}
+        return {"action_tokens": torch.cat(tokens, dim=1), "cot_segments": [head[:2] for _ in range(n)],
+                "truncated": [False] * n}
 
     def _pick_actions(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., 2048) action-subvocabulary logits -> (...) action token ids (greedy)."""
@@ -348,14 +382,16 @@ class PolicyEngine:
             raise FloatingPointError("decoded actions are not finite; check norm_stats.json")
         decode_ms = (time.perf_counter() - t0) * 1e3
         predictions = []
-        for row, cot_ids in enumerate(outputs["cots"]):
+        for row, segment in enumerate(outputs["cot_segments"]):
+            thought = self._thought(segment)
             prediction = Prediction(
                 actions=actions[row],
-                cot=self.ckpt.tokenizer.decode(cot_ids, skip_special_tokens=True).strip(),
+                cot=self.cot_text(thought),
                 timings={**timings, "decode_ms": decode_ms},
                 mode=mode.value,
                 action_tokens=tokens[row],
-                cot_token_ids=list(cot_ids),
+                cot_token_ids=thought,
+                cot_segment_ids=list(segment),
                 cot_truncated=outputs["truncated"][row],
             )
             if "action_logprobs" in outputs:
@@ -366,3 +402,14 @@ class PolicyEngine:
                 )
             predictions.append(prediction)
         return predictions
+
+    def _thought(self, segment: list[int]) -> list[int]:
+        """A CoT segment without its leading `<think>` (whoever wrote it) and its closing `</think>`."""
+        start = 1 if segment[:1] == [self.ids.think_start] else 0
+        end = len(segment) - 1 if segment[-1:] == [self.ids.think_end] else len(segment)
+        return list(segment[start:end])
+
+    def cot_text(self, token_ids: Sequence[int]) -> str:
+        """CoT ids -> text for humans: tags and specials dropped by id (robust to tokenizers not marking them)."""
+        kept = [t for t in token_ids if t not in self._hidden_in_text]
+        return self.ckpt.tokenizer.decode(kept, skip_special_tokens=True).strip()

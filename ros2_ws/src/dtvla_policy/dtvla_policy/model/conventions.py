@@ -30,8 +30,11 @@ MAX_TASK_CHARS = 512  # longer task strings are refused: they are operator error
 
 
 def format_task(task: str) -> str:
-    """Normalise a task string as upstream does: lowercase, underscores to spaces, outer whitespace stripped."""
-    return task.strip().lower().replace("_", " ")
+    """Normalise a task string exactly as upstream does: lowercase, underscores to spaces, nothing else.
+
+    Whitespace is kept as given (upstream does not strip it), so the prompt stays byte-identical to upstream's.
+    """
+    return task.lower().replace("_", " ")
 
 
 def prompt_text(task: str) -> str:
@@ -47,6 +50,7 @@ DEFAULT_IMAGE_SIZE = 224
 
 # --- random-CoT ablation (upstream get_vla_action_mask_cot_random) -----------------------------------------
 RANDOM_COT_TOKENS = 128
+RANDOM_COT_MIN_ID = 0  # ids drawn uniformly from [RANDOM_COT_MIN_ID, RANDOM_COT_MAX_ID), specials included
 RANDOM_COT_MAX_ID = 220_000
 
 

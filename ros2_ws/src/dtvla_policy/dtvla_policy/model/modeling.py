@@ -41,10 +41,12 @@ class DeepThinkVLA(PaliGemmaForConditionalGeneration):
     ) -> torch.Tensor:
         """Token embeddings with image features scattered into `<image>` slots and action slots zeroed.
 
-        input_ids, segments: (B, L); image_features: (B * n_img, T, hidden) in slot order.
+        input_ids, segments: (B, L); image_features: (B * n_img, T, hidden) in slot order. Only prefix positions
+        are image slots: an `<image>` id the model writes in its CoT keeps its token embedding, as in upstream's
+        `generate`, where images are merged on the first step only.
         """
         embeds = self.get_input_embeddings()(input_ids)
-        image_slots = input_ids == self.config.image_token_id
+        image_slots = (input_ids == self.config.image_token_id) & (segments == Segment.PREFIX)
         n_slots = int(image_slots.sum())
         if image_features is not None:
             if n_slots * embeds.shape[-1] != image_features.numel():

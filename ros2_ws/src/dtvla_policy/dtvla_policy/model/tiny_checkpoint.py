@@ -38,6 +38,7 @@ class ModelPreset:
     vision_hidden: int
     vision_layers: int
     vision_heads: int
+    vision_ffn: int
     image_size: int
     patch_size: int = 14
 
@@ -45,10 +46,14 @@ class ModelPreset:
 PRESETS = {
     # 2 layers, 16 tokens per image: fast enough for every test.
     "tiny": ModelPreset(hidden=64, layers=2, heads=2, ffn=128, vision_hidden=32, vision_layers=1, vision_heads=2,
-                        image_size=56),
+                        vision_ffn=128, image_size=56),
     # ~100M-parameter transformer (plus the 257k x 768 tied embedding), 2 x 224 px images = 512 image tokens.
     "small": ModelPreset(hidden=768, layers=12, heads=12, ffn=3072, vision_hidden=384, vision_layers=6,
-                         vision_heads=6, image_size=224),
+                         vision_heads=6, vision_ffn=1536, image_size=224),
+    # The released model's architecture (PaliGemma-3B: Gemma-2B with 1 KV head, SigLIP-So400m/14), 2.9B
+    # parameters: ~12 GB in fp32. For the real-size benchmark; writing it to disk is rarely what you want.
+    "released": ModelPreset(hidden=2048, layers=18, heads=8, ffn=16384, vision_hidden=1152, vision_layers=27,
+                            vision_heads=16, vision_ffn=4304, image_size=224),
 }
 
 # LIBERO-like q01/q99 of the 7 command dims (metres / radians per step; gripper in [-1, 1]).
@@ -101,7 +106,7 @@ def build_config(preset: ModelPreset, ids: TokenIds) -> PaliGemmaConfig:
         hidden_activation="gelu_pytorch_tanh",
     )
     vision = SiglipVisionConfig(
-        hidden_size=preset.vision_hidden, intermediate_size=preset.vision_hidden * 4,
+        hidden_size=preset.vision_hidden, intermediate_size=preset.vision_ffn,
         num_hidden_layers=preset.vision_layers, num_attention_heads=preset.vision_heads,
         image_size=preset.image_size, patch_size=preset.patch_size, projection_dim=preset.hidden,
         vision_use_head=False,  # PaliGemma's SigLIP has no pooling head

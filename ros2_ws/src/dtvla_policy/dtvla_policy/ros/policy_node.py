@@ -9,6 +9,7 @@ Topics and parameters: docs/topics.md.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -29,11 +30,12 @@ from dtvla_policy.inference.engine import Observation, PolicyEngine, Prediction
 from dtvla_policy.inference.observation_pairing import CameraFrame, FramePair, ObservationPairer
 from dtvla_policy.inference.reasoning_view import render_reasoning_view
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS
+from dtvla_policy.protocol import COT_CAP_EVAL, NODE_MODES, DecodeConfig
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import ImageConversionError, image_to_rgb8, numpy_to_image
 from dtvla_policy.ros.node_runner import run_node
 
-RUNTIME_MODES = ("full", "masked")
+RUNTIME_MODES = tuple(m.value for m in NODE_MODES)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,10 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
     "device": ("cpu", _descriptor("torch device: cpu, cuda, cuda:1 ...", read_only=True)),
     "dtype": ("auto", _descriptor("auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16", read_only=True)),
     "mode": ("full", _descriptor("full: chain-of-thought then actions; masked: empty CoT, one pass (changeable)")),
-    "max_cot_tokens": (256, _descriptor("cap on CoT tokens; a longer CoT is closed by force", int_range=(0, 2048))),
+    "max_cot_tokens": (COT_CAP_EVAL, _descriptor(
+        f"CoT cap counted like upstream's max_new_tokens; a longer CoT is closed by force. {COT_CAP_EVAL} is "
+        "upstream's (evaluation); a lower value is a decoding deviation, reported in /diagnostics",
+        int_range=(0, COT_CAP_EVAL))),
     "control_rate_hz": (20.0, _descriptor("rate the chunk's steps are executed at (time_from_start)",
                                           float_range=(1.0, 1000.0))),
     "replan.trigger": ("request", _descriptor("request: answer the bridge's chunk requests; steps: replan every "
@@ -104,6 +109,10 @@ class PolicyNode(Node):
             dtype=None if self.settings.dtype == "auto" else self.settings.dtype,
         )
         self.get_logger().info(f"loaded checkpoint {self.settings.checkpoint} on {self.settings.device}")
+        deviations = self._decode_config().deviations()
+        if deviations:
+            self.get_logger().warning(f"decoding deviates from upstream: {deviations} (upstream: max_cot_tokens="
+                                      f"{COT_CAP_EVAL}); longer CoTs are closed by force and counted as cot_truncated")
         self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
         self.task: str | None = None
         self.stats = {k: 0 for k in ("inferences", "chunks_published", "deadline_misses", "stale_skips",
@@ -277,8 +286,7 @@ class PolicyNode(Node):
         start = time.perf_counter()
         try:
             prediction = self.engine.predict_batch(
-                [Observation(pair.agentview.image, pair.wrist.image, task)], settings.mode,
-                replace(self.engine.decode_config, max_cot_tokens=settings.max_cot_tokens),
+                [Observation(pair.agentview.image, pair.wrist.image, task)], settings.mode, self._decode_config(),
             )[0]
         except Exception as err:  # noqa: BLE001 - any engine failure is reported and the node keeps running
             self.stats["engine_errors"] += 1
@@ -307,6 +315,10 @@ class PolicyNode(Node):
             self.image_pub.publish(numpy_to_image(view, "rgb8", stamp=stamp, frame_id="reasoning"))
         self._publish_diagnostics(prediction)
 
+    def _decode_config(self) -> DecodeConfig:
+        """The decoding in use: upstream's defaults with this node's (run-time changeable) CoT cap."""
+        return replace(self.engine.decode_config, max_cot_tokens=self.settings.max_cot_tokens)
+
     @staticmethod
     def _chunk_message(actions: np.ndarray, stamp, rate_hz: float) -> JointTrajectory:
         msg = JointTrajectory(joint_names=list(contract.CHUNK_JOINT_NAMES))
@@ -330,6 +342,8 @@ class PolicyNode(Node):
         elif self.task is None:
             level, message = DiagnosticStatus.WARN, "waiting for a task instruction"
         values = {"mode": settings.mode, "checkpoint": settings.checkpoint, "dry_run": settings.dry_run,
+                  "max_cot_tokens": settings.max_cot_tokens,
+                  "decode_deviations": json.dumps(self._decode_config().deviations(), sort_keys=True),
                   "cot_tokens": self.last["cot_tokens"],
                   "observation_age_ms": round(self.last["observation_age_ms"], 1),
                   **self.stats, **{k: round(v, 2) for k, v in self.last["timings"].items()}}
