@@ -52,10 +52,10 @@ def test_outputs_are_consistent(full_run: OutputPaths) -> None:
     assert all(r["chunks"] == 2 and len(r["cots"]) == 2 and len(r["policy_latency_ms"]) == 2 for r in records)
     assert {r["worker"] for r in records} <= {0, 1}
     total = summary["total"]
-    assert (total["episodes"], total["successes"], total["errors"]) == (len(records), 0, 0)
+    assert (total["planned"], total["settled"], total["successes"], total["errors"]) == (len(records), 2, 0, 0)
     assert summary["complete"] and summary["path"] == "in_process" and summary["max_steps"] == MAX_STEPS
     assert total["wilson95"] == pytest.approx([0.0, 0.65762], abs=1e-5)
-    assert "| all |  | 2 | 0 | 0.0 | 0.0-65.8 | 0 |" in full_run.summary_md.read_text()
+    assert "| all |  | 2 | 0 | 0 | 0.0 | 0.0-65.8 | 0.0 |" in full_run.summary_md.read_text()
 
 
 def test_manifest_hashes_match_checkpoint(full_run: OutputPaths, tiny_checkpoint: Path) -> None:
@@ -164,5 +164,5 @@ def test_via_ros_records_the_same_protocol(tiny_checkpoint: Path, tmp_path: Path
     assert [(r["init_state"], r["status"], r["steps"], r["chunks"]) for r in records] == [
         (0, "ok", MAX_STEPS, 2), (1, "ok", MAX_STEPS, 2)]
     summary = json.loads(paths.summary_json.read_text())
-    assert summary["path"] == "ros" and summary["total"]["episodes"] == 2
+    assert summary["path"] == "ros" and summary["total"]["planned"] == summary["total"]["settled"] == 2
     assert json.loads(paths.manifest.read_text())["path"] == "ros"

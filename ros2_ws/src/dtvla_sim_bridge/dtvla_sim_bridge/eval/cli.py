@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = OutputPaths.of(config.out, config.suite)
     print(paths.summary_md.read_text())
     print(json.dumps({"summary": str(paths.summary_json), "episodes": str(paths.episodes),
-                      "manifest": str(paths.manifest), "success_rate": summary["total"]["success_rate"]}))
+                      "manifest": str(paths.manifest), "success_rate": summary["total"]["success_rate"],
+                      "errors": summary["total"]["errors"], "complete": summary["complete"]}))
     return 0 if summary["complete"] else 1
 
 

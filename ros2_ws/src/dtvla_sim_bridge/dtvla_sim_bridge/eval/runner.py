@@ -297,8 +297,8 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     videos = set(config.video_episodes)
     jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
             pending_jobs(records, config.jobs)]
-    done_ok = [r for r in records if r["status"] == "ok"]
-    counts = {"ok": len(done_ok), "success": sum(r["success"] for r in done_ok)}
+    done = summarize(records, config.jobs, {})["total"]
+    counts = {"settled": done["settled"], "success": done["successes"]}
     if len(jobs) < len(config.jobs):
         print(f"dtvla-eval: resuming: {len(config.jobs) - len(jobs)} of {len(config.jobs)} episodes already "
               f"settled in {paths.episodes}", file=sys.stderr)
@@ -306,13 +306,12 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
                                                  file=sys.stderr, disable=not progress) as bar:
         def on_record(record: dict[str, Any]) -> None:
             log.append(record)
-            if record["status"] == "ok":
-                counts["ok"] += 1
-                counts["success"] += int(record["success"])
-            if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:
+            if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:  # settled: errors count as failures
                 bar.update(1)
-            bar.set_postfix(success=f"{counts['success']}/{counts['ok']}",
-                            rate=f"{100 * counts['success'] / max(counts['ok'], 1):.1f}%")
+                counts["settled"] += 1
+                counts["success"] += int(record["status"] == "ok" and record["success"])
+            bar.set_postfix(success=f"{counts['success']}/{counts['settled']}",
+                            rate=f"{100 * counts['success'] / max(counts['settled'], 1):.1f}%")
 
         if jobs:
             run_jobs(jobs, on_record)
