@@ -45,6 +45,9 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)  # PaliGemma/SigLIP normalisation to [-1, 1]
 IMAGE_STD = (0.5, 0.5, 0.5)
 DEFAULT_IMAGE_SIZE = 224
 
+# --- checkpoint layout -------------------------------------------------------------------------------------
+NORM_STATS_FILE = "norm_stats.json"  # q01/q99 stats next to the weights (upstream: the dataset's meta/)
+
 # --- random-CoT ablation (upstream get_vla_action_mask_cot_random) -----------------------------------------
 RANDOM_COT_TOKENS = 128
 RANDOM_COT_MAX_ID = 220_000

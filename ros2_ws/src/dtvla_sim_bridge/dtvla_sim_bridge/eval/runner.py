@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dtvla_policy.protocol import DecodeConfig, Mode
 from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
 from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
 from dtvla_sim_bridge.eval.records import (
@@ -68,7 +69,7 @@ class BatchPolicy:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch  # lazily: the sim bridge package must import without torch
 
-        from dtvla_policy.inference.engine import DecodeConfig, Observation, PolicyEngine
+        from dtvla_policy.inference.engine import Observation, PolicyEngine
 
         torch.manual_seed(config.seed)  # upstream seeds everything with 429
         self._observation = Observation
@@ -83,9 +84,14 @@ class BatchPolicy:
         except Exception as exc:  # any loader failure is the same answer for the user: fix the checkpoint
             raise EvalInputError(f"checkpoint {config.checkpoint} could not be loaded: {exc}") from exc
 
+    @property
+    def decode(self) -> dict[str, Any]:
+        """The engine's own decoding settings: what every episode of the run decodes with."""
+        return asdict(self.engine.decode_config)
+
     def __call__(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[PolicyReply]:
         decode = self.engine.decode_config
-        if self.mode == "random":  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
+        if self.mode == Mode.RANDOM:  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
             decode = replace(decode, seed=self.seed + self.calls)
         self.calls += 1
         try:
@@ -253,9 +259,10 @@ class WorkerPool:
         self.workers.clear()
 
 
-def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str]) -> dict[str, Any]:
+def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str],
+                    decode: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest on a first run; on a resumption check it matches and log the resumption in it."""
-    manifest = build_manifest(config, hashes)
+    manifest = build_manifest(config, hashes, decode)
     if paths.manifest.exists():
         previous = json.loads(paths.manifest.read_text())
         check_resumable(previous, manifest, paths.manifest)
@@ -288,11 +295,14 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     if config.via_ros:
         from dtvla_sim_bridge.eval.ros_runner import RosEpisodes
 
-        run_jobs: Callable = RosEpisodes(config).run
+        episodes = RosEpisodes(config)
+        run_jobs: Callable = episodes.run
+        decode = episodes.decode
     else:
         policy = BatchPolicy(config)
         run_jobs = WorkerPool(config, policy, paths.videos).run
-    _write_manifest(config, paths, hashes)
+        decode = policy.decode
+    _write_manifest(config, paths, hashes, decode)
     records = read_records(paths.episodes)
     videos = set(config.video_episodes)
     jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
@@ -305,7 +315,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     with EpisodeLog(paths.episodes) as log, tqdm(total=len(jobs), unit="episode", desc=config.suite,
                                                  file=sys.stderr, disable=not progress) as bar:
         def on_record(record: dict[str, Any]) -> None:
-            log.append(record)
+            log.append(record | {"max_cot_tokens": decode["max_cot_tokens"]})  # the cap this episode ran with
             if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:  # settled: errors count as failures
                 bar.update(1)
                 counts["settled"] += 1
