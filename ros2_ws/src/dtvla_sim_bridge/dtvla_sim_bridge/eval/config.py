@@ -132,6 +132,12 @@ class EvalConfig:
                 )
 
     @property
+    def render_threads(self) -> int:
+        """llvmpipe threads per worker: the workers' render threads add up to the cores whatever their number, so
+        1 and N workers get the same budget (more would oversubscribe: every render context starts its threads)."""
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
     def jobs(self) -> list[tuple[int, int]]:
         """Every (task, init state) episode of the run, in upstream order."""
         return [(task, init) for task in self.tasks for init in range(self.trials)]

@@ -83,7 +83,7 @@ def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str,
         "seeds": {"global": config.seed, "env": config.env_seed},
         "step_caps": {"episode": config.max_steps, "suite_defaults": config.step_caps},
         "renderer": {key: os.environ.get(key) for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "OMP_WAIT_POLICY")}
-        | {"llvmpipe_threads_per_worker": 1 if config.workers > 1 else "mesa default"},
+        | {"llvmpipe_threads_per_worker": config.render_threads},
         "packages": package_versions(),
         "machine": {
             "hostname": socket.gethostname(),

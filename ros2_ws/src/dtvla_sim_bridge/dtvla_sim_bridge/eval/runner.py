@@ -1,9 +1,9 @@
 """Runs an evaluation: policy in the main process, episodes in spawned workers, records to the JSONL as they end.
 
 The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
-observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
-step in parallel fall into lockstep, so batches are full most of the time. A worker that dies has its episode
-recorded as an error and retried once by a fresh worker; the evaluation goes on.
+observations of all workers that wait for a chunk and answers them with one `predict_batch` call; it waits for
+workers still stepping at most as long as a policy call takes (`WorkerPool._batch_deadline`). A worker that dies
+has its episode recorded as an error and retried once by a fresh worker; the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from dtvla_sim_bridge.eval.records import (
 )
 from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worker_main
 
-BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
+BATCH_WAIT_MAX_S = 1.0  # longest an observation waits for busy workers to join its batch
 POLL_S = 0.2
-RENDER_THREADS_PER_WORKER = 1  # with several workers (see WorkerPool)
 MAX_STARTUP_DEATHS = 3  # workers dying before taking a job point at the machine, not an episode: give up
 
 
@@ -68,6 +67,9 @@ class BatchPolicy:
         # 230-1000 ms per tiny-model call with spinning, 54 ms without). Effective only if torch is not loaded yet.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch  # lazily: the sim bridge package must import without torch
+
+        # Every core, whatever the number of workers: the workers it answers wait for it (see WorkerPool).
+        torch.set_num_threads(os.cpu_count() or 1)
 
         from dtvla_policy.inference.engine import Observation, PolicyEngine
 
@@ -124,15 +126,14 @@ class WorkerPool:
         self.settings = WorkerSettings(
             suite=config.suite, max_steps=config.max_steps, replan_steps=config.replan_steps,
             camera_size=config.camera_size, env_seed=config.env_seed, settle_steps=config.settle_steps,
-            seed=config.seed, video_dir=str(videos),
-            # Several workers each rendering with one llvmpipe thread per core would oversubscribe the CPU.
-            render_threads=RENDER_THREADS_PER_WORKER if config.workers > 1 else None,
+            seed=config.seed, video_dir=str(videos), render_threads=config.render_threads,
         )
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
         self.startup_deaths = 0
         self.waiting: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
         self.waiting_since = 0.0
+        self.last_call_s = 0.0  # duration of the last policy call; bounds how long a batch waits
 
     def _spawn(self) -> None:
         conn, child_conn = self.context.Pipe()
@@ -172,9 +173,19 @@ class WorkerPool:
         finally:
             self._stop()
 
+    def _batch_deadline(self) -> float:
+        """When the waiting observations are answered even if busy workers have not joined them.
+
+        Waiting longer than one policy call costs more than the extra call it would save, so a batch waits at
+        most as long as the last call took (capped): with a fast policy, workers that drift out of phase are not
+        held back for each other; with a slow one, they fall into lockstep and share its calls.
+        """
+        return self.waiting_since + min(BATCH_WAIT_MAX_S, self.last_call_s)
+
     def _receive(self, settle: Callable[[dict[str, Any], Job], None]) -> None:
         by_conn = {w.conn: w for w in self.workers.values()}
-        for conn in wait(list(by_conn), timeout=POLL_S):
+        timeout = max(0.0, self._batch_deadline() - time.monotonic()) if self.waiting else POLL_S
+        for conn in wait(list(by_conn), timeout=timeout):
             try:
                 while conn.poll():
                     self._handle(conn.recv(), settle)
@@ -234,10 +245,12 @@ class WorkerPool:
         if not self.waiting:
             return
         stepping = any(w.state == "busy" for w in self.workers.values())
-        if stepping and time.monotonic() - self.waiting_since < BATCH_WAIT_S:
+        if stepping and time.monotonic() < self._batch_deadline():
             return
         ids = list(self.waiting)
+        start = time.monotonic()
         replies = self.policy([self.waiting[i] for i in ids])
+        self.last_call_s = time.monotonic() - start
         self.waiting.clear()
         for worker_id, reply in zip(ids, replies, strict=True):
             self.workers[worker_id].state = "busy"
