@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -120,3 +122,11 @@ def test_video_writer_rejects_mixed_frame_sizes(tmp_path: Path) -> None:
     frames = [np.zeros((32, 32, 3), np.uint8), np.zeros((16, 32, 3), np.uint8)]
     with pytest.raises(ValueError, match="frame 1"):
         write_mp4(tmp_path / "bad.mp4", frames)
+
+
+def test_eval_harness_and_sim_settings_import_without_torch_or_rclpy() -> None:
+    """The sim bridge package stays usable without torch; the harness reads sim.yaml without rclpy."""
+    code = ("import sys, dtvla_sim_bridge.eval.cli, dtvla_sim_bridge.eval.manifest, dtvla_sim_bridge.eval.ros_runner; "
+            "print(sorted({'torch', 'rclpy'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
