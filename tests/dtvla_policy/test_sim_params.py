@@ -68,3 +68,17 @@ def test_missing_or_malformed_parameter_files_are_refused(tmp_path: Path) -> Non
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="not a ROS 2 parameter file"):
         read_node_parameters(tmp_path / "list.yaml")
+
+
+def test_options_stack_on_the_file_as_first_read(tmp_path: Path) -> None:
+    """dtvla-eval checks a snapshot and compares each dtvla-sim call's report with it: a later edit shows."""
+    params_file = tmp_path / "sim.yaml"
+    params_file.write_text(SIM_YAML.read_text())
+    checked = SimSettings.resolve(params_file, mode="masked", max_steps=12)
+    params_file.write_text(SIM_YAML.read_text().replace("settle_steps: 10", "settle_steps: 5"))
+    call = checked.with_options(task=2, episodes=3)
+    assert call.overrides == {POLICY_NODE: {"mode": "masked"},
+                              BRIDGE_NODE: {"max_steps": 12, "task_id": 2, "num_episodes": 3}}
+    assert call.parameters(BRIDGE_NODE)["settle_steps"] == UPSTREAM_EPISODE.settle_steps
+    reported = SimSettings.resolve(params_file, mode="masked", max_steps=12, task=2, episodes=3)
+    assert reported.parameters(BRIDGE_NODE)["settle_steps"] == 5 and reported.as_dict() != call.as_dict()

@@ -8,7 +8,7 @@ the evaluation harness imports this before any node starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,15 @@ class SimSettings:
     overrides: dict[str, dict[str, Any]]
 
     @classmethod
-    def resolve(cls, params_file: Path, *, checkpoint: Path | None = None, mode: str | None = None,
-                max_cot_tokens: int | None = None, suite: str | None = None, task: int | None = None,
-                init_state: int | None = None, episodes: int | None = None,
-                max_steps: int | None = None) -> SimSettings:
-        """The settings of a `dtvla-sim` run with these options; None (and max_steps 0) keeps the file's value."""
-        from_file = read_node_parameters(params_file)
+    def resolve(cls, params_file: Path, **options: Any) -> SimSettings:
+        """The settings of a `dtvla-sim` run with `params_file` and these options (see `with_options`)."""
+        return cls(params_file, read_node_parameters(params_file), {}).with_options(**options)
+
+    def with_options(self, *, checkpoint: Path | None = None, mode: str | None = None,
+                     max_cot_tokens: int | None = None, suite: str | None = None, task: int | None = None,
+                     init_state: int | None = None, episodes: int | None = None,
+                     max_steps: int | None = None) -> SimSettings:
+        """These settings with `dtvla-sim`'s options on top; None (and max_steps 0) keeps the current value."""
         given = {
             POLICY_NODE: {"checkpoint": str(checkpoint) if checkpoint else None, "mode": mode,
                           "max_cot_tokens": max_cot_tokens},
@@ -87,9 +90,10 @@ class SimSettings:
         }
         overrides = {}
         for node, defaults in PROTOCOL_DEFAULTS.items():
-            missing = {name: value for name, value in defaults.items() if name not in from_file.get(node, {})}
-            overrides[node] = missing | {name: value for name, value in given[node].items() if value is not None}
-        return cls(params_file, from_file, overrides)
+            missing = {name: value for name, value in defaults.items() if name not in self.from_file.get(node, {})}
+            overrides[node] = (missing | self.overrides.get(node, {})
+                               | {name: value for name, value in given[node].items() if value is not None})
+        return replace(self, overrides=overrides)
 
     def parameters(self, node: str) -> dict[str, Any]:
         """What `node` runs with: the file's section, then the overrides."""

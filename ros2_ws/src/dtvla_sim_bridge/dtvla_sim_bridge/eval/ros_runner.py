@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dtvla_policy.ros.sim_params import POLICY_NODE, SimSettings
+from dtvla_policy.ros.sim_params import POLICY_NODE
 from dtvla_sim_bridge.eval.config import EvalConfig, suite_tasks
 from dtvla_sim_bridge.eval.worker import Job
 
@@ -67,7 +67,7 @@ class RosEpisodes:
         options = {"checkpoint": config.checkpoint, "mode": config.mode, "max_cot_tokens": config.max_cot_tokens,
                    "suite": config.suite, "task": first.task, "init_state": first.init_state,
                    "episodes": len(block), "max_steps": config.max_steps}
-        expected = SimSettings.resolve(self.settings.params_file, **options).as_dict()
+        expected = self.settings.with_options(**options).as_dict()  # from the file as read when checked
         command = [sys.executable, "-m", "dtvla_policy.ros.sim_launcher", "--params-file",
                    str(self.settings.params_file), "--log-dir", str(log_dir)]
         for name, value in options.items():
