@@ -1,9 +1,10 @@
 """Runs an evaluation: policy in the main process, episodes in spawned workers, records to the JSONL as they end.
 
 The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
-observations of all workers that wait for a chunk and answers them with one `predict_batch` call; it waits for
-workers still stepping at most as long as a policy call takes (`WorkerPool._batch_deadline`). A worker that dies
-has its episode recorded as an error and retried once by a fresh worker; the evaluation goes on.
+observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
+step in parallel fall into lockstep, so batches are full most of the time and the policy mostly computes while
+the workers wait for it rather than while they render. A worker that dies has its episode recorded as an error
+and retried once by a fresh worker; the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dtvla_sim_bridge.eval.records import (
 )
 from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worker_main
 
-BATCH_WAIT_MAX_S = 1.0  # longest an observation waits for busy workers to join its batch
+BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
 POLL_S = 0.2
 MAX_STARTUP_DEATHS = 3  # workers dying before taking a job point at the machine, not an episode: give up
 
@@ -133,7 +134,6 @@ class WorkerPool:
         self.startup_deaths = 0
         self.waiting: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
         self.waiting_since = 0.0
-        self.last_call_s = 0.0  # duration of the last policy call; bounds how long a batch waits
 
     def _spawn(self) -> None:
         conn, child_conn = self.context.Pipe()
@@ -173,18 +173,10 @@ class WorkerPool:
         finally:
             self._stop()
 
-    def _batch_deadline(self) -> float:
-        """When the waiting observations are answered even if busy workers have not joined them.
-
-        Waiting longer than one policy call costs more than the extra call it would save, so a batch waits at
-        most as long as the last call took (capped): with a fast policy, workers that drift out of phase are not
-        held back for each other; with a slow one, they fall into lockstep and share its calls.
-        """
-        return self.waiting_since + min(BATCH_WAIT_MAX_S, self.last_call_s)
-
     def _receive(self, settle: Callable[[dict[str, Any], Job], None]) -> None:
         by_conn = {w.conn: w for w in self.workers.values()}
-        timeout = max(0.0, self._batch_deadline() - time.monotonic()) if self.waiting else POLL_S
+        # With observations waiting, wake up at their batch deadline, not up to POLL_S after it.
+        timeout = max(0.0, self.waiting_since + BATCH_WAIT_S - time.monotonic()) if self.waiting else POLL_S
         for conn in wait(list(by_conn), timeout=timeout):
             try:
                 while conn.poll():
@@ -245,12 +237,10 @@ class WorkerPool:
         if not self.waiting:
             return
         stepping = any(w.state == "busy" for w in self.workers.values())
-        if stepping and time.monotonic() < self._batch_deadline():
+        if stepping and time.monotonic() - self.waiting_since < BATCH_WAIT_S:
             return
         ids = list(self.waiting)
-        start = time.monotonic()
         replies = self.policy([self.waiting[i] for i in ids])
-        self.last_call_s = time.monotonic() - start
         self.waiting.clear()
         for worker_id, reply in zip(ids, replies, strict=True):
             self.workers[worker_id].state = "busy"
