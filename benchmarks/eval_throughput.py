@@ -7,7 +7,8 @@ workers, building their envs and their first episode) is reported apart from the
 end after every worker has finished its first one, over the time since. Both worker counts get the thread budget
 `dtvla-eval` gives them: llvmpipe render threads adding up to the cores (`EvalConfig.render_threads`) and every
 core for torch in the policy process. 1- and 2-worker repetitions alternate, so load changes on a shared machine
-hit both; medians and their ratio are reported.
+hit both; medians and their ratio are reported. `cores_used` (CPU seconds per wall second of the whole run) shows
+how much of the machine one worker already occupies, which bounds what a second one can add.
 
 Usage: python benchmarks/eval_throughput.py --json [--repeats 3] [--episodes-per-worker 5] [--max-steps 30]
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -38,13 +40,21 @@ def bench_config(checkpoint: Path, out: Path, workers: int, args: argparse.Names
                       max_steps=args.max_steps, out=out, workers=workers, max_cot_tokens=args.max_cot_tokens)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (the policy) and of its finished children (the workers, joined by `run`)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pool(config: EvalConfig, policy: BatchPolicy, videos: Path) -> dict[str, Any]:
     """One pool run over `config.jobs`; start-up and steady-state figures from the records' arrival times."""
     arrivals: list[tuple[float, dict[str, Any]]] = []
+    cpu_before = _cpu_seconds()
     start = time.perf_counter()
     pool = WorkerPool(config, policy, videos)
     pool.run([Job(task, init, 1) for task, init in config.jobs],
              lambda record: arrivals.append((time.perf_counter() - start, record)))
+    cores_used = (_cpu_seconds() - cpu_before) / (time.perf_counter() - start)
     first: dict[int, float] = {}
     for t, record in arrivals:
         first.setdefault(record["worker"], t)
@@ -64,6 +74,7 @@ def run_pool(config: EvalConfig, policy: BatchPolicy, videos: Path) -> dict[str,
         "policy_latency_ms_median": round(statistics.median(latencies), 1) if latencies else None,
         "mean_batch_size": round(statistics.fmean(batches), 2) if batches else None,
         "total_s": round(arrivals[-1][0], 1),
+        "cores_used": round(cores_used, 2),  # CPU seconds of the policy process and its workers per wall second
     }
 
 
