@@ -9,7 +9,20 @@ import sys
 
 import pytest
 
+from dtvla_policy.protocol import NODE_MODES, UPSTREAM_EPISODE
+from dtvla_policy.ros.sim_launcher import build_parser
+
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
+
+def test_modes_come_from_the_protocol_and_the_cot_cap_from_the_parameter_file(capsys):
+    parser = build_parser()
+    assert parser.parse_args([]).max_cot_tokens is None and parser.parse_args([]).mode is None
+    for mode in NODE_MODES:
+        assert parser.parse_args(["--mode", mode]).mode == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "random"])
+    assert "invalid choice: 'random'" in capsys.readouterr().err
 
 
 def test_one_episode_without_a_checkpoint_uses_the_tiny_one_and_reports_json(tmp_path):
@@ -30,3 +43,8 @@ def test_one_episode_without_a_checkpoint_uses_the_tiny_one_and_reports_json(tmp
     assert summary["chunks"] >= 2 and summary["mean_policy_latency_ms"] > 0
     assert (tmp_path / "cache" / "dtvla" / "tiny-checkpoint" / "norm_stats.json").is_file()
     assert (tmp_path / "logs" / "policy.log").is_file() and (tmp_path / "logs" / "bridge.log").is_file()
+    # The settings the nodes ran with: the parameter file's, and the options given on top.
+    settings = summary["settings"]
+    assert settings["dtvla_policy"]["max_cot_tokens"] == 2 and settings["dtvla_sim_bridge"]["max_steps"] == 20
+    assert settings["dtvla_sim_bridge"]["settle_steps"] == UPSTREAM_EPISODE.settle_steps
+    assert settings["dtvla_policy"]["checkpoint"] == summary["checkpoint"] and summary["mode"] == "full"

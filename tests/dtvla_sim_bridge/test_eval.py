@@ -14,9 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
+from dtvla_policy.protocol import COT_CAP_EVAL, UPSTREAM_EPISODE
 from dtvla_sim_bridge.eval.cli import build_config, build_parser, main
 from dtvla_sim_bridge.eval.config import EvalInputError
+from dtvla_sim_bridge.eval.manifest import build_manifest
 from dtvla_sim_bridge.eval.runner import OutputPaths, WorkerPool
 from dtvla_sim_bridge.eval.worker import Job, PolicyReply
 
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.sim
 
 SUITE = "libero_spatial"
 MAX_STEPS = 12
+SIM_YAML = Path(__file__).resolve().parents[2] / "config" / "sim.yaml"
 
 
 def _args(checkpoint: Path, out: Path, *extra: str, trials: int = 2, workers: int = 2) -> list[str]:
@@ -34,6 +38,21 @@ def _args(checkpoint: Path, out: Path, *extra: str, trials: int = 2, workers: in
 
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _changed_sim_yaml(tmp_path: Path, **bridge: object) -> Path:
+    """A copy of config/sim.yaml with some sim bridge parameters changed."""
+    content = yaml.safe_load(SIM_YAML.read_text())
+    content["dtvla_sim_bridge"]["ros__parameters"].update(bridge)
+    path = tmp_path / "changed_sim.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def _ros_args(checkpoint: Path, out: Path, params_file: Path, *extra: str) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--suite", SUITE, "--tasks", "0", "--trials", "2", "--max-steps",
+            str(MAX_STEPS), "--out", str(out), "--no-progress", "--via-ros", "--params-file", str(params_file),
+            *extra]
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +69,13 @@ def test_outputs_are_consistent(full_run: OutputPaths) -> None:
     assert all(r["status"] == "ok" and r["steps"] == MAX_STEPS and not r["success"] for r in records)
     # 12 steps with 10 actions per chunk: two queries, each with its CoT and latency
     assert all(r["chunks"] == 2 and len(r["cots"]) == 2 and len(r["policy_latency_ms"]) == 2 for r in records)
+    assert all(r["max_cot_tokens"] == 2 for r in records)  # the cap the engine decoded with
     assert {r["worker"] for r in records} <= {0, 1}
     total = summary["total"]
-    assert (total["episodes"], total["successes"], total["errors"]) == (len(records), 0, 0)
+    assert (total["planned"], total["settled"], total["successes"], total["errors"]) == (len(records), 2, 0, 0)
     assert summary["complete"] and summary["path"] == "in_process" and summary["max_steps"] == MAX_STEPS
     assert total["wilson95"] == pytest.approx([0.0, 0.65762], abs=1e-5)
-    assert "| all |  | 2 | 0 | 0.0 | 0.0-65.8 | 0 |" in full_run.summary_md.read_text()
+    assert "| all |  | 2 | 0 | 0 | 0.0 | 0.0-65.8 | 0.0 |" in full_run.summary_md.read_text()
 
 
 def test_manifest_hashes_match_checkpoint(full_run: OutputPaths, tiny_checkpoint: Path) -> None:
@@ -65,7 +85,9 @@ def test_manifest_hashes_match_checkpoint(full_run: OutputPaths, tiny_checkpoint
         assert manifest["checkpoint_sha256"][name] == expected
     assert manifest["seeds"] == {"global": 429, "env": 0}
     assert manifest["step_caps"] == {"episode": MAX_STEPS, "suite_defaults": {"deepthinkvla": 220, "openvla": 220}}
-    assert manifest["config"]["mode"] == "full" and manifest["path"] == "in_process"
+    assert manifest["config"]["mode"] == "full" and manifest["path"] == "in_process" and manifest["ros"] is None
+    assert manifest["decode"]["max_cot_tokens"] == 2 and manifest["decode"]["force_think_start"] is False
+    assert manifest["config"]["settle_steps"] == UPSTREAM_EPISODE.settle_steps and manifest["config"]["seed"] == 429
     assert manifest["renderer"]["MUJOCO_GL"] and manifest["packages"]["mujoco"] and manifest["machine"]["cpu_count"]
 
 
@@ -115,6 +137,7 @@ def test_resume_refuses_a_different_protocol(full_run: OutputPaths, tiny_checkpo
         (["--trials", "51"], "--trials 51 exceeds the 50 init states of libero_spatial task 0"),
         (["--video-episodes", "0:7"], "not in this run"),
         (["--max-steps", "12", "--long-horizon-520"], "contradict"),
+        (["--params-file", str(SIM_YAML)], "use it with --via-ros"),
     ],
 )
 def test_bad_input_is_explained(tiny_checkpoint: Path, tmp_path: Path, change: list[str], message: str) -> None:
@@ -153,16 +176,51 @@ def test_dead_worker_is_recorded_and_retried_once(tiny_checkpoint: Path, tmp_pat
     assert "died" in records[0]["error"] and records[1]["steps"] == MAX_STEPS
 
 
+def test_via_ros_takes_unset_settings_from_the_parameter_file_and_records_them(tiny_checkpoint: Path,
+                                                                               tmp_path: Path) -> None:
+    params_file = _changed_sim_yaml(tmp_path, settle_steps=5, camera_size=128)
+    config = build_config(build_parser().parse_args(_ros_args(tiny_checkpoint, tmp_path / "out", params_file)))
+    assert (config.settle_steps, config.camera_size, config.max_cot_tokens, config.seed) == (5, 128, COT_CAP_EVAL,
+                                                                                             None)
+    manifest = build_manifest(config, {}, {"max_cot_tokens": config.max_cot_tokens})
+    assert (manifest["config"]["settle_steps"], manifest["config"]["camera_size"]) == (5, 128)
+    assert manifest["seeds"] == {"global": None, "env": 0}
+    assert manifest["ros"]["params_file"] == manifest["config"]["params_file"] == str(params_file)
+    bridge = manifest["ros"]["nodes"]["dtvla_sim_bridge"]
+    assert (bridge["settle_steps"], bridge["max_steps"]) == (5, MAX_STEPS) and "task_id" not in bridge
+
+
+@pytest.mark.parametrize(
+    ("bridge", "extra", "message"),
+    [
+        ({"camera_size": 128}, ["--camera-size", "256"], "dtvla_sim_bridge.camera_size = 128 from"),
+        ({"execute_steps": 5}, ["--replan-steps", "10"], "dtvla_sim_bridge.execute_steps = 5 from"),
+        ({}, ["--device", "cuda"], "dtvla_policy.device = 'cpu' from"),
+        ({}, ["--seed", "7"], "the policy node seeds nothing"),
+        ({}, ["--mode", "random"], "--via-ros supports modes full, masked"),
+        ({}, ["--workers", "2"], "one episode at a time"),
+        ({}, ["--video-episodes", "0:1"], "records no videos"),
+    ],
+)
+def test_via_ros_refuses_what_it_would_silently_ignore(tiny_checkpoint: Path, tmp_path: Path, bridge: dict,
+                                                      extra: list[str], message: str) -> None:
+    args = _ros_args(tiny_checkpoint, tmp_path / "out", _changed_sim_yaml(tmp_path, **bridge), *extra)
+    with pytest.raises(EvalInputError) as error:
+        build_config(build_parser().parse_args(args))
+    assert message in str(error.value)
+
+
 @pytest.mark.ros
-def test_via_ros_records_the_same_protocol(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    # The bridge renders 256 px (config/sim.yaml): the ROS path refuses other camera sizes.
-    assert main(["--checkpoint", str(tiny_checkpoint), "--suite", SUITE, "--tasks", "0", "--trials", "2",
-                 "--max-steps", str(MAX_STEPS), "--max-cot-tokens", "2", "--out", str(tmp_path), "--no-progress",
-                 "--via-ros"]) == 0
+def test_via_ros_records_the_protocol_it_ran(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    params_file = _changed_sim_yaml(tmp_path, settle_steps=5)
+    assert main(_ros_args(tiny_checkpoint, tmp_path, params_file, "--max-cot-tokens", "2")) == 0
     paths = OutputPaths.of(tmp_path, SUITE)
     records = _lines(paths.episodes)
-    assert [(r["init_state"], r["status"], r["steps"], r["chunks"]) for r in records] == [
-        (0, "ok", MAX_STEPS, 2), (1, "ok", MAX_STEPS, 2)]
+    assert [(r["init_state"], r["status"], r["steps"], r["chunks"], r["max_cot_tokens"]) for r in records] == [
+        (0, "ok", MAX_STEPS, 2, 2), (1, "ok", MAX_STEPS, 2, 2)]
     summary = json.loads(paths.summary_json.read_text())
-    assert summary["path"] == "ros" and summary["total"]["episodes"] == 2
-    assert json.loads(paths.manifest.read_text())["path"] == "ros"
+    assert summary["path"] == "ros" and summary["total"]["planned"] == summary["total"]["settled"] == 2
+    manifest = json.loads(paths.manifest.read_text())
+    assert manifest["path"] == "ros" and manifest["config"]["settle_steps"] == 5
+    assert manifest["decode"] == {"max_cot_tokens": 2}
+    assert manifest["ros"]["nodes"]["dtvla_sim_bridge"]["settle_steps"] == 5

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -44,18 +46,51 @@ def test_pending_jobs_skip_settled_and_retry_an_error_once() -> None:
     assert pending_jobs(records, jobs) == [(0, 1, 2), (1, 0, 1)]
 
 
-def test_summary_counts_settled_episodes_and_leaves_errors_out_of_the_rate() -> None:
-    jobs = [(0, 0), (0, 1), (0, 2), (1, 0)]
+META = {"suite": "libero_spatial", "mode": "full", "max_steps": 12, "path": "in_process"}
+
+
+def test_summary_rate_is_over_every_planned_episode_with_errors_as_failures() -> None:
+    jobs = [(0, 0), (0, 1), (1, 0), (1, 1)]
     records = [_record(0, 0, success=True), _record(0, 1, "error"), _record(0, 1, "error", attempt=2),
-               _record(0, 2, "error"), _record(0, 2, success=True, attempt=2)]
-    summary = summarize(records, jobs, {"suite": "libero_spatial", "mode": "full", "max_steps": 12,
-                                        "path": "in_process"})
-    assert (summary["episodes_settled"], summary["complete"]) == (3, False)
-    assert [(t["episodes"], t["successes"], t["errors"]) for t in summary["tasks"]] == [(2, 2, 1), (0, 0, 0)]
-    assert summary["total"]["success_rate"] == 1.0
-    assert summary["total"]["wilson95"] == pytest.approx(wilson_interval(2, 2), abs=1e-6)
+               _record(1, 0, "error"), _record(1, 0, success=True, attempt=2), _record(1, 1)]
+    summary = summarize(records, jobs, META)
+    total = summary["total"]
+    assert summary["complete"] and (total["planned"], total["settled"], total["pending"]) == (4, 4, 0)
+    assert (total["successes"], total["errors"]) == (2, 1)
+    assert total["success_rate"] == 0.5 and total["wilson95"] == pytest.approx(wilson_interval(2, 4), abs=1e-6)
+    assert total["success_rate_excluding_errors"] == pytest.approx(2 / 3)
+    assert [(t["planned"], t["successes"], t["errors"], t["success_rate"], t["success_rate_excluding_errors"])
+            for t in summary["tasks"]] == [(2, 1, 1, 0.5, 1.0), (2, 1, 0, 0.5, 0.5)]
     table = summary_markdown(summary)
-    assert "| all |  | 2 | 2 | 100.0 | 34.2-100.0 | 1 |" in table and "incomplete" in table
+    assert "| all |  | 4 | 2 | 1 | 50.0 | 15.0-85.0 | 66.7 |" in table
+    assert "INCOMPLETE" not in table and "of settled" not in table
+
+
+def test_an_erroring_policy_scores_no_higher_than_one_that_fails_cleanly() -> None:
+    jobs = [(0, 0), (0, 1), (0, 2)]
+    crashing = [_record(0, 0, success=True), *(_record(0, i, "error", attempt=a) for i in (1, 2) for a in (1, 2))]
+    failing = [_record(0, 0, success=True), _record(0, 1), _record(0, 2)]
+    crashed, failed = summarize(crashing, jobs, META)["total"], summarize(failing, jobs, META)["total"]
+    assert crashed["success_rate"] == failed["success_rate"] == pytest.approx(1 / 3)
+    assert crashed["wilson95"] == failed["wilson95"]
+    assert (crashed["errors"], crashed["success_rate_excluding_errors"]) == (2, 1.0)
+
+
+def test_incomplete_summary_is_flagged_with_a_lower_bound_and_the_settled_rate() -> None:
+    jobs = [(0, 0), (0, 1), (0, 2), (1, 0)]
+    records = [_record(0, 0, success=True), _record(0, 1, "error"), _record(0, 2)]  # (0, 1) awaits its retry
+    summary = summarize(records, jobs, META)
+    total = summary["total"]
+    assert (summary["complete"], summary["episodes_settled"]) == (False, 2)
+    assert (total["planned"], total["settled"], total["pending"], total["errors"]) == (4, 2, 2, 0)
+    assert total["success_rate"] == 0.25  # pending episodes count as failures: a lower bound
+    assert total["success_rate_settled"] == 0.5
+    assert total["wilson95_settled"] == pytest.approx(wilson_interval(1, 2), abs=1e-6)
+    assert [(t["planned"], t["settled"], t["success_rate"], t["success_rate_settled"]) for t in summary["tasks"]] == [
+        (3, 2, pytest.approx(1 / 3), 0.5), (1, 0, 0.0, None)]
+    table = summary_markdown(summary)
+    assert "INCOMPLETE: the 2 pending episodes count as failures" in table
+    assert "| all |  | 4 | 1 | 0 | 25.0 | 4.6-69.9 | 50.0 | 2 | 50.0 | 9.5-90.5 |" in table
 
 
 def test_episode_log_cuts_a_torn_last_line(tmp_path: Path) -> None:
@@ -87,3 +122,11 @@ def test_video_writer_rejects_mixed_frame_sizes(tmp_path: Path) -> None:
     frames = [np.zeros((32, 32, 3), np.uint8), np.zeros((16, 32, 3), np.uint8)]
     with pytest.raises(ValueError, match="frame 1"):
         write_mp4(tmp_path / "bad.mp4", frames)
+
+
+def test_eval_harness_and_sim_settings_import_without_torch_or_rclpy() -> None:
+    """The sim bridge package stays usable without torch; the harness reads sim.yaml without rclpy."""
+    code = ("import sys, dtvla_sim_bridge.eval.cli, dtvla_sim_bridge.eval.manifest, dtvla_sim_bridge.eval.ros_runner; "
+            "print(sorted({'torch', 'rclpy'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

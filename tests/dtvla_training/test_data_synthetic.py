@@ -1,8 +1,7 @@
-"""dtvla-synthetic-dataset: a real LeRobot v2.1 layout with plausible LIBERO-like content, generated quickly."""
+"""dtvla-synthetic-dataset: a real LeRobot v2.1 layout with plausible LIBERO-like content, reproducible per seed."""
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -35,10 +34,8 @@ def test_actions_are_smooth_and_in_libero_ranges(tiny_dataset):
         assert np.abs(np.diff(actions[:, :6], axis=0)).max() < 0.25  # smooth: no jumps between frames
 
 
-def test_generation_is_fast_deterministic_and_refuses_a_non_empty_dir(tmp_path, tiny_dataset):
-    start = time.perf_counter()
+def test_generation_is_deterministic_and_refuses_a_non_empty_dir(tmp_path, tiny_dataset):
     root = write_synthetic_dataset(tmp_path / "again")
-    assert time.perf_counter() - start < 2.0
     for e in range(4):
         assert read_episode(root, e).equals(read_episode(tiny_dataset, e))
     with pytest.raises(FileExistsError):

@@ -5,9 +5,9 @@ step, and a NaN loss stops the run naming the step."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -140,16 +140,12 @@ def test_killed_run_resumes_with_the_same_losses_as_an_uninterrupted_one(tiny_da
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "dtvla_training.sft.train", *cli(overrides(tiny_dataset, tiny_checkpoint, out,
                                                                               **common))]
-    latest = out / "checkpoints" / LATEST_FILE
-    run = subprocess.Popen(args, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while not (latest.is_file() and latest.read_text().strip() == "step_00000003"):
-        assert run.poll() is None, f"training exited early:\n{run.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, "no step-3 checkpoint within 240 s"
-        time.sleep(0.02)
-    run.kill()
-    run.communicate()
-    assert run.returncode == -9, "the run finished before it could be killed"
+    # Killed after step 5: past the step-3 checkpoint, with two steps' metrics the resume must drop.
+    killed = subprocess.run(args + ["--crash-after-step", "5"], env=child_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert (out / "checkpoints" / LATEST_FILE).read_text().strip() == "step_00000003"
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]
 
     resumed = subprocess.run(args + ["--resume"], env=child_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -234,8 +235,12 @@ class SftTrainer:
             self.epoch, self.samples_into_epoch = self.epoch + 1, 0
 
     # ------------------------------------------------------------------------------------------ loop
-    def fit(self) -> TrainResult:
-        """Train up to `config.max_steps` optimizer steps, logging and checkpointing on the way."""
+    def fit(self, crash_after_step: int | None = None) -> TrainResult:
+        """Train up to `config.max_steps` optimizer steps, logging and checkpointing on the way.
+
+        `crash_after_step`: SIGKILL this process once that step's metrics and checkpoint (if due) are written, as
+        a crash would; it puts the crash of the resume test at an exact step instead of racing the run.
+        """
         config = self.config
         sink = MetricsSink(config.output_dir, self.step) if self.rank == 0 else None
         if self.rank == 0:
@@ -265,6 +270,8 @@ class SftTrainer:
                 if self.step % config.save_every == 0 or last:
                     checkpoint = self._save(records[-1] if records else {})
                     window.restart_clock()  # saving time is not training throughput
+                if self.step == crash_after_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
         finally:
             stream.close()  # shuts DataLoader workers down now, not at garbage collection
             progress.close()
@@ -328,9 +335,9 @@ class SftTrainer:
         return path
 
 
-def train(config: SftConfig, resume: str | Path | None = None) -> TrainResult:
+def train(config: SftConfig, resume: str | Path | None = None, crash_after_step: int | None = None) -> TrainResult:
     """Run SFT to `config.max_steps` (see `SftTrainer`); the process group stays up for the caller."""
-    return SftTrainer(config, resume=resume).fit()
+    return SftTrainer(config, resume=resume).fit(crash_after_step)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -341,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
                         help="continue the run in output_dir from its latest checkpoint, or from STEP_DIR")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--crash-after-step", type=int, default=None, metavar="N",
+                        help="for resume tests: SIGKILL this process right after step N, as a crash would")
     overrides = parser.add_argument_group("config overrides (YAML syntax: 1e-5, true, [0.9, 0.95], null)")
     for name in field_names():
         overrides.add_argument(f"--{name.replace('_', '-')}", dest=f"override_{name}", metavar="VALUE")
@@ -359,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     transformers.utils.logging.disable_progress_bar()  # the trainer's own bar is the one to watch
     try:
         config = load_config(args.config, overrides)
-        result = train(config, resume=args.resume)
+        result = train(config, resume=args.resume, crash_after_step=args.crash_after_step)
     except (ConfigError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -80,7 +80,7 @@ class EpisodeProtocol:
 
     settle_steps: int = 10  # `num_steps_wait`: no-op steps after each reset, not counted in the step cap
     camera_size: int = 256  # `env_img_res`: render size in px; the policy resizes to its own input size
-    env_seed: int = 0  # `env.seed(0)`
+    env_seed: int = 0  # `env.seed(0)`; here also the base of every reset's numpy seed (env_seed + init state)
     seed: int = 429  # global seed (python, numpy, torch)
     execute_steps: int = CHUNK_STEPS  # actions of a chunk run open-loop before the next query (all 10)
     hard_reset: bool = False  # False: the soft reset, made equal to a rebuild (`LiberoSim.reset`), ~8x faster

@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from dtvla_policy.model.conventions import SPECIAL_TOKEN_TEXT, TokenIds
+from dtvla_policy.model.conventions import NORM_STATS_FILE, SPECIAL_TOKEN_TEXT, TokenIds
 from dtvla_policy.model.modeling import DeepThinkVLA
 from dtvla_policy.model.normalizer import QuantileNormalizer
 
 log = logging.getLogger(__name__)
-
-NORM_STATS_FILE = "norm_stats.json"
 
 
 @dataclass

@@ -48,6 +48,9 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)  # PaliGemma/SigLIP normalisation to [-1, 1]
 IMAGE_STD = (0.5, 0.5, 0.5)
 DEFAULT_IMAGE_SIZE = 224
 
+# --- checkpoint layout -------------------------------------------------------------------------------------
+NORM_STATS_FILE = "norm_stats.json"  # q01/q99 stats next to the weights (upstream: the dataset's meta/)
+
 # --- random-CoT ablation (upstream get_vla_action_mask_cot_random) -----------------------------------------
 RANDOM_COT_TOKENS = 128
 RANDOM_COT_MIN_ID = 0  # ids drawn uniformly from [RANDOM_COT_MIN_ID, RANDOM_COT_MAX_ID), specials included

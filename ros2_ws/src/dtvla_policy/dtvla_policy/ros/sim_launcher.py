@@ -2,7 +2,8 @@
 
 For machines with the ROS 2 wheels but no `ros2 launch` (no launch/launch_ros wheels exist): it starts the same
 executables with the same parameter file as launch/sim.launch.py, watches the bridge's episode status, shows a
-progress bar, stops both nodes with SIGINT after the last episode and exits with their exit codes.
+progress bar, stops both nodes with SIGINT after the last episode and exits with their exit codes. The summary
+reports the settings the nodes ran with: the parameter file's values and the overrides passed (`sim_params`).
 With no --checkpoint it writes (once) and uses a tiny random-init checkpoint and says so loudly.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -30,7 +32,9 @@ from std_msgs.msg import String
 from tqdm import tqdm
 from trajectory_msgs.msg import JointTrajectory
 
+from dtvla_policy.protocol import NODE_MODES
 from dtvla_policy.ros import contract
+from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, SimSettings, default_params_file
 
 FINAL_STATES = ("success", "timeout", "failed", "aborted")
 # Reliable, latched, and deep enough that an episode's end and the "finished" right after it both arrive.
@@ -43,16 +47,6 @@ UNTRAINED_BANNER = """
 #  robot will not solve the task. Pass --checkpoint DIR for a real model.
 ################################################################################
 """
-
-
-def default_params_file() -> Path:
-    """config/sim.yaml from dtvla_policy's share (installed), else from the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        return Path(get_package_share_directory("dtvla_policy")) / "config" / "sim.yaml"
-    except (ImportError, LookupError, OSError, PackageNotFoundError):
-        return Path(__file__).resolve().parents[5] / "config" / "sim.yaml"
 
 
 def tiny_checkpoint_dir() -> Path:
@@ -111,7 +105,8 @@ class RunState:
 def node_command(module: str, params_file: Path, overrides: dict[str, object], node: str) -> list[str]:
     command = [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file)]
     for name, value in overrides.items():
-        command += ["-p", f"{node}:{name}:={value}"]
+        text = str(value).lower() if isinstance(value, bool) else value  # ROS reads `-p` values as YAML
+        command += ["-p", f"{node}:{name}:={text}"]
     return command
 
 
@@ -135,21 +130,23 @@ def run(args: argparse.Namespace) -> int:
     if untrained:
         print(UNTRAINED_BANNER.format(path=checkpoint), file=sys.stderr)
     params_file = Path(args.params_file) if args.params_file else default_params_file()
-    if not params_file.is_file():
-        print(f"dtvla-sim: parameter file {params_file} not found", file=sys.stderr)
+    try:
+        settings = SimSettings.resolve(
+            params_file, checkpoint=checkpoint, mode=args.mode, max_cot_tokens=args.max_cot_tokens,
+            suite=args.suite, task=args.task, init_state=args.init_state, episodes=args.episodes,
+            max_steps=args.max_steps,
+        )
+    except (FileNotFoundError, ValueError, yaml.YAMLError) as exc:
+        print(f"dtvla-sim: {exc}", file=sys.stderr)
         return 2
     log_dir = Path(args.log_dir or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    policy_overrides = {"checkpoint": checkpoint, "mode": args.mode, "max_cot_tokens": args.max_cot_tokens}
-    bridge_overrides = {"suite": args.suite, "task_id": args.task, "num_episodes": args.episodes,
-                        "init_state_index": args.init_state}
-    if args.max_steps:
-        bridge_overrides["max_steps"] = args.max_steps
     commands = {
-        "policy": node_command("dtvla_policy.ros.policy_node", params_file, policy_overrides, "dtvla_policy"),
-        "bridge": node_command("dtvla_sim_bridge.ros.sim_bridge_node", params_file, bridge_overrides,
-                               "dtvla_sim_bridge"),
+        "policy": node_command("dtvla_policy.ros.policy_node", params_file, settings.overrides[POLICY_NODE],
+                               POLICY_NODE),
+        "bridge": node_command("dtvla_sim_bridge.ros.sim_bridge_node", params_file, settings.overrides[BRIDGE_NODE],
+                               BRIDGE_NODE),
     }
     state = RunState()
     context = Context()
@@ -209,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "suite": args.suite,
         "task_id": args.task,
-        "mode": args.mode,
+        "mode": settings.parameters(POLICY_NODE).get("mode"),
         "checkpoint": str(checkpoint),
         "untrained_checkpoint": untrained,
         "episodes": [{k: e.get(k) for k in ("episode", "init_state", "state", "steps", "reward", "chunks_received",
@@ -223,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         "exit_codes": exit_codes,
         "logs": str(log_dir),
         "error": error,
+        "settings": settings.as_dict(),
     }
     print(json.dumps(summary, indent=2))
     if error and not interrupted:
@@ -232,19 +230,26 @@ def run(args: argparse.Namespace) -> int:
     return 130 if interrupted else int(failed)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dtvla-sim", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: tiny untrained one)")
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--task", type=int, default=0, help="task id within the suite")
     parser.add_argument("--init-state", type=int, default=0, help="init state of the first episode")
     parser.add_argument("--episodes", type=int, default=1)
-    parser.add_argument("--mode", default="full", choices=["full", "masked"])
-    parser.add_argument("--max-cot-tokens", type=int, default=256)
+    parser.add_argument("--mode", default=None, choices=[mode.value for mode in NODE_MODES],
+                        help="default: the parameter file's (config/sim.yaml: full)")
+    parser.add_argument("--max-cot-tokens", type=int, default=None,
+                        help="CoT cap; default: the parameter file's (config/sim.yaml: 2048, the upstream eval cap)")
     parser.add_argument("--max-steps", type=int, default=0, help="episode step cap (0: the suite's)")
     parser.add_argument("--params-file", default=None, help="default: dtvla_policy's share/config/sim.yaml")
     parser.add_argument("--log-dir", default=None, help="node logs (default: runs/sim-<time>/)")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")

@@ -8,22 +8,24 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+from dtvla_policy.protocol import COT_CAP_EVAL, EVAL_MODES, UPSTREAM_EPISODE, Mode
 from dtvla_sim_bridge.eval.config import (
-    CAMERA_SIZE,
-    CHUNK_STEPS,
-    GLOBAL_SEED,
-    MAX_COT_TOKENS,
-    MODES,
     EvalConfig,
     EvalInputError,
     check_trials,
     parse_video_episodes,
     resolve_tasks,
+    ros_defaults,
+    sim_settings,
     suite_max_steps,
     suite_tasks,
 )
 from dtvla_sim_bridge.sim import SUITES, get_suite
+
+# Options whose default depends on the path: protocol.py in process, the parameter file over ROS.
+PATH_DEFAULT = " (default: {}; with --via-ros: the parameter file's)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,24 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suite", required=True, help=f"one of {', '.join(s.name for s in SUITES)}")
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids or names (default: every task)")
     parser.add_argument("--trials", type=int, default=50, help="init states 0..N-1 per task (upstream: 50)")
-    parser.add_argument("--mode", default="full", choices=MODES, help="CoT setting (paper: full, masked, random)")
+    parser.add_argument("--mode", default=Mode.FULL.value, choices=[mode.value for mode in EVAL_MODES],
+                        help="CoT setting (paper: full, masked, random)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode step cap (default: the suite's, 220/280/300/620/400)")
     parser.add_argument("--long-horizon-520", action="store_true",
                         help="OpenVLA/openpi caps: libero_10 at 520 steps instead of DeepThinkVLA's 620")
-    parser.add_argument("--replan-steps", type=int, default=CHUNK_STEPS,
-                        help="actions of each chunk executed open-loop before the next query (upstream: all 10)")
+    parser.add_argument("--replan-steps", type=int, default=None,
+                        help="actions of each chunk executed open-loop before the next query"
+                        + PATH_DEFAULT.format(f"all {UPSTREAM_EPISODE.execute_steps}, as upstream"))
     parser.add_argument("--workers", type=int, default=1, help="episode worker processes (one LIBERO env each)")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<suite>-<mode>)")
-    parser.add_argument("--seed", type=int, default=GLOBAL_SEED, help="global seed (upstream: 429)")
-    parser.add_argument("--camera-size", type=int, default=CAMERA_SIZE, help="render size in px (upstream: 256)")
-    parser.add_argument("--max-cot-tokens", type=int, default=MAX_COT_TOKENS, help="CoT cap (upstream: 2048)")
-    parser.add_argument("--device", default="cpu", help="torch device of the policy")
-    parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"global seed (default: {UPSTREAM_EPISODE.seed}, as upstream; not with --via-ros)")
+    parser.add_argument("--camera-size", type=int, default=None,
+                        help="render size in px" + PATH_DEFAULT.format(UPSTREAM_EPISODE.camera_size))
+    parser.add_argument("--max-cot-tokens", type=int, default=None,
+                        help="CoT cap" + PATH_DEFAULT.format(f"{COT_CAP_EVAL}, the upstream eval cap"))
+    parser.add_argument("--device", default=None, help="torch device of the policy" + PATH_DEFAULT.format("cpu"))
+    parser.add_argument("--dtype", default=None, help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16"
+                        + PATH_DEFAULT.format("auto"))
     parser.add_argument("--video-episodes", nargs="+", default=None, metavar="TASK:INIT",
                         help="episodes to record as mp4 (both views + CoT panel), e.g. 0:0 3:1")
     parser.add_argument("--via-ros", action="store_true",
                         help="run the episodes through the sim bridge and policy node (one at a time)")
+    parser.add_argument("--params-file", default=None,
+                        help="with --via-ros: the nodes' parameter file (default: dtvla-sim's, config/sim.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -70,13 +80,24 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
     tasks = resolve_tasks(args.tasks, infos, spec.name)
     check_trials(args.trials, tasks, infos, spec.name)
     out = Path(args.out or Path("runs") / f"eval-{spec.name}-{args.mode}").expanduser().resolve()
-    return EvalConfig(
-        checkpoint=checkpoint, suite=spec.name, tasks=tasks, trials=args.trials, max_steps=max_steps, out=out,
-        mode=args.mode, replan_steps=args.replan_steps, workers=args.workers, seed=args.seed,
-        camera_size=args.camera_size, max_cot_tokens=args.max_cot_tokens, device=args.device, dtype=args.dtype,
-        video_episodes=parse_video_episodes(args.video_episodes, tasks, args.trials), via_ros=args.via_ros,
-        step_caps={"deepthinkvla": spec.max_steps, "openvla": spec.openvla_max_steps},
-    )
+    settings: dict[str, Any] = {
+        "checkpoint": checkpoint, "suite": spec.name, "tasks": tasks, "trials": args.trials, "max_steps": max_steps,
+        "out": out, "mode": args.mode, "workers": args.workers, "via_ros": args.via_ros,
+        "video_episodes": parse_video_episodes(args.video_episodes, tasks, args.trials),
+        "step_caps": {"deepthinkvla": spec.max_steps, "openvla": spec.openvla_max_steps},
+    }
+    for name in ("replan_steps", "seed", "camera_size", "max_cot_tokens", "device", "dtype"):
+        if getattr(args, name) is not None:  # the others: the path's defaults
+            settings[name] = getattr(args, name)
+    if args.params_file is not None:
+        settings["params_file"] = Path(args.params_file).expanduser().resolve()
+    if args.via_ros:
+        try:
+            used = sim_settings(settings.get("params_file"), args.mode, spec.name, max_steps, args.max_cot_tokens)
+            settings = ros_defaults(used) | settings
+        except (OSError, ValueError) as exc:
+            raise EvalInputError(f"--via-ros: {exc}") from None
+    return EvalConfig(**settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = OutputPaths.of(config.out, config.suite)
     print(paths.summary_md.read_text())
     print(json.dumps({"summary": str(paths.summary_json), "episodes": str(paths.episodes),
-                      "manifest": str(paths.manifest), "success_rate": summary["total"]["success_rate"]}))
+                      "manifest": str(paths.manifest), "success_rate": summary["total"]["success_rate"],
+                      "errors": summary["total"]["errors"], "complete": summary["complete"]}))
     return 0 if summary["complete"] else 1
 
 

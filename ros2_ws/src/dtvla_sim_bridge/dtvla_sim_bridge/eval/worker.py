@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
+from dtvla_policy.protocol import EpisodeProtocol
 from dtvla_sim_bridge.sim import EpisodeLoop, Frame, LiberoSim, Outcome, SimulationError, StepResult
 
 
@@ -30,19 +30,9 @@ class WorkerSettings:
 
     suite: str
     max_steps: int
-    replan_steps: int
-    camera_size: int
-    env_seed: int
-    settle_steps: int
-    seed: int
+    protocol: EpisodeProtocol  # settle steps, camera size, seeds, actions per chunk, reset kind
     video_dir: str
     render_threads: int | None = None  # Mesa llvmpipe threads per worker; None: Mesa's default (one per core)
-    hard_reset: bool = UPSTREAM_EPISODE.hard_reset  # a new env for every episode (the soft reset is equivalent)
-
-    @property
-    def protocol(self) -> EpisodeProtocol:
-        return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.env_seed,
-                               seed=self.seed, execute_steps=self.replan_steps, hard_reset=self.hard_reset)
 
 
 @dataclass(frozen=True)
@@ -176,8 +166,8 @@ def worker_main(worker_id: int, settings: WorkerSettings, conn: Connection) -> N
     os.environ.setdefault("MUJOCO_GL", "egl")
     if settings.render_threads:
         os.environ.setdefault("LP_NUM_THREADS", str(settings.render_threads))
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
+    random.seed(settings.protocol.seed)
+    np.random.seed(settings.protocol.seed)
 
     def ask(frame: Frame, language: str) -> PolicyReply:
         conn.send(("observation", worker_id, np.asarray(frame.agentview), np.asarray(frame.wrist), language))
