@@ -6,8 +6,9 @@ which runs this file, and must not pull in torch by doing so (`dtvla-eval`'s wor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dtvla_policy.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "DecodeConfig": "dtvla_policy.protocol",
@@ -24,13 +25,4 @@ if TYPE_CHECKING:
     from dtvla_policy.protocol import DecodeConfig, Mode
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ this file, and must not pull in torch and transformers by doing so (the sim brid
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dtvla_policy.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ActionCodec": "dtvla_policy.model.action_codec",
@@ -28,13 +29,4 @@ if TYPE_CHECKING:
     from dtvla_policy.model.normalizer import QuantileNormalizer
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
