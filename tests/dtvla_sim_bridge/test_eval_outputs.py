@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from dtvla_policy.protocol import UPSTREAM_DECODE
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
+from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable
 from dtvla_sim_bridge.eval.records import EpisodeLog, pending_jobs, read_records, summarize, summary_markdown
 from dtvla_sim_bridge.eval.stats import wilson_interval
 from dtvla_sim_bridge.eval.video import write_mp4
@@ -130,3 +134,15 @@ def test_eval_harness_and_sim_settings_import_without_torch_or_rclpy() -> None:
             "print(sorted({'torch', 'rclpy'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_resume_refuses_a_different_decoder(tmp_path: Path) -> None:
+    config = EvalConfig(checkpoint=tmp_path, suite="libero_spatial", tasks=(0,), trials=1, max_steps=12, out=tmp_path)
+    decode = asdict(UPSTREAM_DECODE)
+    recorded = build_manifest(config, {}, decode)
+    check_resumable(recorded, build_manifest(config, {}, dict(decode)), tmp_path / "m.json")  # same: resumes
+    with pytest.raises(EvalInputError, match="decode: recorded"):
+        check_resumable(recorded, build_manifest(config, {}, decode | {"force_think_start": True}), tmp_path)
+    del recorded["decode"]  # written before the decoding was recorded
+    with pytest.raises(EvalInputError, match="decode: recorded None"):
+        check_resumable(recorded, build_manifest(config, {}, decode), tmp_path)

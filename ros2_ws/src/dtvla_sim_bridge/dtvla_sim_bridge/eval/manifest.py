@@ -96,8 +96,11 @@ def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str,
 
 
 def protocol_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What must not change within one JSONL: the protocol settings, the weights and the decoding (a manifest
+    without `decode` predates its recording, so its decoder is unknown and the run is not resumed)."""
     values = {**manifest["config"], "path": manifest["path"]}
-    return {key: values.get(key) for key in PROTOCOL_KEYS} | {"checkpoint_sha256": manifest["checkpoint_sha256"]}
+    return {key: values.get(key) for key in PROTOCOL_KEYS} | {
+        "checkpoint_sha256": manifest["checkpoint_sha256"], "decode": manifest.get("decode")}
 
 
 def check_resumable(previous: dict[str, Any], current: dict[str, Any], manifest_path: Path) -> None:
