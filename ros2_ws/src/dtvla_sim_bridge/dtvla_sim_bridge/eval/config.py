@@ -104,9 +104,6 @@ class EvalConfig:
             raise EvalInputError("--params-file is the parameter file of dtvla-sim's nodes: use it with --via-ros")
         if self.seed is None:
             raise EvalInputError("the in-process path needs a global seed (upstream: 429)")
-        if self.hard_reset != UPSTREAM_EPISODE.hard_reset:
-            raise EvalInputError(f"the in-process workers reset as the protocol does (hard_reset "
-                                 f"{UPSTREAM_EPISODE.hard_reset}); another reset needs --via-ros and its params file")
 
     def ros_settings(self) -> SimSettings:
         """What `dtvla-sim` runs with for this evaluation: its parameter file and the options eval passes."""
