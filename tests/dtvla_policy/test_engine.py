@@ -9,13 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from dtvla_policy.inference import NonFiniteOutputError
 from dtvla_policy.inference.cli import build_parser
-from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation
+from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation, PolicyEngine
 from dtvla_policy.model.hybrid_mask import Segment
 from dtvla_policy.protocol import COT_CAP_EVAL
-from tests.fixtures.checkpoints import camera_image
+from tests.fixtures.checkpoints import camera_image, checkpoint_with_edited_weight
 
 TASK = "pick up the black bowl and place it on the plate"
+FINAL_NORM = "model.language_model.model.norm.weight"
 
 
 @pytest.mark.parametrize("mode", [m.value for m in Mode])
@@ -165,6 +167,63 @@ def test_cot_text_never_shows_tags(tiny_engine):
     words = tiny_engine.ckpt.tokenizer("move down and grasp the bowl", add_special_tokens=False)["input_ids"]
     tagged = [ids.think_start, *words, ids.image, ids.think_end, ids.action_start, ids.action_end]
     assert tiny_engine.cot_text(tagged) == tiny_engine.cot_text(words) == "move down and grasp the bowl"
+
+
+def test_a_nan_weight_raises_instead_of_a_chunk(tiny_checkpoint, tmp_path):
+    # One NaN in the final norm makes every logit NaN; argmax would have picked bin 0 (a finite, full-range chunk).
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    engine = PolicyEngine.from_checkpoint(path, decode=DecodeConfig(max_cot_tokens=4))
+    with pytest.raises(NonFiniteOutputError, match="non-finite logits in the cot stage") as full:
+        engine.predict(camera_image(0), camera_image(1), TASK, mode="full")
+    assert full.value.stage == "cot" and full.value.rows == [0]
+    with pytest.raises(NonFiniteOutputError, match="action stage"):
+        engine.predict(camera_image(0), camera_image(1), TASK, mode="masked")
+    observations = [Observation(camera_image(i), camera_image(i + 1), TASK) for i in range(2)]
+    with pytest.raises(NonFiniteOutputError, match=r"rows \[0, 1\]"):
+        engine.predict_batch(observations, mode="masked")
+
+
+def run_infer(checkpoint, agentview, wrist, task=TASK, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtvla_policy.inference.cli", "--checkpoint", str(checkpoint), "--agentview",
+         str(agentview), "--wrist", str(wrist), "--task", task, "--max-cot-tokens", "3", *extra],
+        capture_output=True, text=True,
+    )
+
+
+def test_infer_cli_reports_non_finite_outputs(tiny_checkpoint, tmp_path):
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(path, tmp_path / "a.png", tmp_path / "a.png", TASK, "--mode", "masked")
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr.strip().splitlines()[-1].startswith("dtvla-infer: NonFiniteOutputError: non-finite")
+    assert "Traceback" not in out.stderr
+
+
+def test_eval_batch_policy_names_the_error_per_episode(tiny_checkpoint, tmp_path):
+    from dtvla_sim_bridge.eval.config import EvalConfig
+    from dtvla_sim_bridge.eval.runner import BatchPolicy
+
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    config = EvalConfig(checkpoint=path, suite="libero_spatial", tasks=(0,), trials=1, max_steps=1,
+                        out=tmp_path / "eval", mode="masked", max_cot_tokens=4)
+    replies = BatchPolicy(config)([(camera_image(0), camera_image(1), TASK)] * 2)
+    assert [r.actions for r in replies] == [None, None]
+    assert all("NonFiniteOutputError" in r.error and "action stage" in r.error for r in replies)
+
+
+def test_fp16_overflow_raises(tiny_checkpoint, tmp_path):
+    # 6e4 is finite in fp16, but the normed hidden states (6e4 x ~1) overflow to inf in fp16 and not in fp32.
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "big", FINAL_NORM, lambda w: w.fill_(6e4))
+    fp32 = PolicyEngine.from_checkpoint(path, dtype="float32", decode=DecodeConfig(max_cot_tokens=4))
+    assert np.all(np.isfinite(fp32.predict(camera_image(0), camera_image(1), TASK, mode="masked").actions))
+    fp16 = PolicyEngine.from_checkpoint(path, dtype="float16", decode=DecodeConfig(max_cot_tokens=4))
+    for mode in ("masked", "full", "ar_actions"):
+        with pytest.raises(NonFiniteOutputError):
+            fp16.predict(camera_image(0), camera_image(1), TASK, mode=mode)
 
 
 @pytest.mark.parametrize(

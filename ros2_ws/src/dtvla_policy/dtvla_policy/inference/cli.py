@@ -1,4 +1,9 @@
-"""`dtvla-infer`: one prediction from two image files, printed as JSON (chunk, CoT, timings)."""
+"""`dtvla-infer`: one prediction from two image files, printed as JSON (chunk, CoT, timings).
+
+Exit codes: 0 a prediction was printed; 2 an input was refused (checkpoint, image, task, device, decoding
+settings), with one line naming the problem and the fix; 3 the model produced non-finite logits or hidden
+states (`NonFiniteOutputError`), so no chunk was printed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from dtvla_policy.inference.engine import PolicyEngine
+from dtvla_policy.inference.engine import NonFiniteOutputError, PolicyEngine
 from dtvla_policy.protocol import DecodeConfig, Mode
 
 
@@ -45,18 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_REFUSED = 2
+EXIT_NON_FINITE = 3
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    agentview, wrist = read_rgb(args.agentview), read_rgb(args.wrist)
     try:
+        agentview, wrist = read_rgb(args.agentview), read_rgb(args.wrist)
         decode = DecodeConfig(max_cot_tokens=args.max_cot_tokens, seed=args.seed,
                               force_think_start=args.force_think_start, ban_extra_specials=args.ban_extra_specials)
         engine = PolicyEngine.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype, decode=decode)
         prediction = engine.predict(agentview, wrist, args.task, mode=args.mode)
+    except NonFiniteOutputError as err:
+        print(f"dtvla-infer: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_NON_FINITE
     except (FileNotFoundError, ValueError) as err:
         print(f"dtvla-infer: {err}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     result = {
         "mode": prediction.mode,
         "actions": prediction.actions.tolist(),

@@ -49,6 +49,30 @@ from dtvla_policy.protocol import DecodeConfig, Mode
 log = logging.getLogger(__name__)
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """The model produced NaN or inf logits or hidden states: no chunk is made from them.
+
+    An argmax over NaN logits picks bin 0, a finite, in-range and wrong action; this error stops that reaching an
+    actuator. `stage` names where it was found ("cot" logits, "action" hidden states or logits), `rows` the
+    affected samples of the batch. Usual causes: a corrupt checkpoint (NaN weights) or fp16 overflow (use bf16/fp32).
+    """
+
+    def __init__(self, stage: str, what: str, rows: list[int]) -> None:
+        self.stage = stage
+        self.rows = rows
+        super().__init__(
+            f"non-finite {what} in the {stage} stage (batch rows {rows}); no action chunk was produced. "
+            "Check the checkpoint for NaN/inf weights, or run in float32/bfloat16 if this is float16 overflow"
+        )
+
+
+def check_finite(tensor: torch.Tensor, stage: str, what: str) -> None:
+    """Raise `NonFiniteOutputError` unless every value of `tensor` (B, ...) is finite."""
+    finite = torch.isfinite(tensor).reshape(tensor.shape[0], -1).all(-1)
+    if not bool(finite.all()):
+        raise NonFiniteOutputError(stage, what, (~finite).nonzero()[:, 0].tolist())
+
+
 @dataclass(frozen=True)
 class Observation:
     """One policy input: two HxWx3 uint8 camera images and the task instruction."""
@@ -193,7 +217,7 @@ class PolicyEngine:
             )
         ids, segs = self._left_pad(sequences, segments)
         out = self.model.hybrid_forward(ids, segs, batch.image_features, compute_logits=False)
-        logits = self.model.action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
+        logits = self._action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
         tokens = self._pick_actions(logits)
         batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
         return {"action_tokens": tokens, "action_logits": logits, "cot_segments": cot_segments,
@@ -301,6 +325,7 @@ class PolicyEngine:
 
         `bans` is (2, vocab): `cot_ban` before and after `<think>` is in a row's sequence.
         """
+        check_finite(logits, "cot", "logits")  # before the bans: NaN would survive them and argmax to id 0
         think_written = torch.tensor([self.ids.think_start in w for w in written], device=self.device)
         return logits.float().masked_fill(bans[think_written.long()], float("-inf"))
 
@@ -315,7 +340,7 @@ class PolicyEngine:
             compute_logits=False,
         )
         cot["cache"].crop(-ACTION_BLOCK_LEN)  # the cache holds prefix + CoT again
-        logits = self.model.action_logits(out.last_hidden_state[:, :ACTION_TOKENS])
+        logits = self._action_logits(out.last_hidden_state[:, :ACTION_TOKENS])
         return {"action_logits": logits, "action_ms": (time.perf_counter() - t0) * 1e3}
 
     def _cot_then_actions(
@@ -347,7 +372,7 @@ class PolicyEngine:
         t1 = time.perf_counter()
         tokens = []
         for _ in range(ACTION_TOKENS):
-            token = self._pick_actions(self.model.action_logits(hidden))  # (B, 1) ids
+            token = self._pick_actions(self._action_logits(hidden))  # (B, 1) ids
             tokens.append(token)
             step_seg = torch.full_like(token, Segment.COT)
             out = self.model.hybrid_forward(token, step_seg, past_key_values=cache, past_segments=segs,
@@ -358,6 +383,14 @@ class PolicyEngine:
         n = len(batch.prefixes)
         return {"action_tokens": torch.cat(tokens, dim=1), "cot_segments": [head[:2] for _ in range(n)],
                 "truncated": [False] * n}
+
+    def _action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, N, hidden) action-row hidden states -> (B, N, 2048) logits, both checked finite: a soft-capped head
+        would turn inf hidden states into finite logits, and NaN logits into an argmax of bin 0."""
+        check_finite(hidden, "action", "hidden states")
+        logits = self.model.action_logits(hidden)
+        check_finite(logits, "action", "logits")
+        return logits
 
     def _pick_actions(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., 2048) action-subvocabulary logits -> (...) action token ids (greedy)."""
@@ -379,7 +412,8 @@ class PolicyEngine:
         normalised = self.codec.decode(tokens).reshape(-1, CHUNK_STEPS, ACTION_DIM)
         actions = self.ckpt.normalizer.unnormalize(normalised)
         if not np.all(np.isfinite(actions)):  # cannot happen with finite stats; never let it reach an actuator
-            raise FloatingPointError("decoded actions are not finite; check norm_stats.json")
+            raise NonFiniteOutputError("decode", "actions", np.flatnonzero(~np.isfinite(actions).reshape(
+                len(actions), -1).all(-1)).tolist())
         decode_ms = (time.perf_counter() - t0) * 1e3
         predictions = []
         for row, segment in enumerate(outputs["cot_segments"]):
