@@ -1,6 +1,7 @@
 """PolicyEngine behaviour: modes, outputs, bad input, CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -252,6 +253,34 @@ def test_unknown_mode_is_refused(tiny_engine):
         tiny_engine.predict(camera_image(0), camera_image(1), TASK, mode="fast")
 
 
+def test_max_cot_tokens_is_bounded_by_the_model_positions(tiny_engine):
+    prefix_len = len(tiny_engine.prefix(TASK))
+    bound = 8192 - 1 - prefix_len - 1 - 73  # 1-indexed positions; forced `</think>`; the action block
+    assert tiny_engine.max_cot_tokens_allowed(prefix_len) == bound
+    for mode in ("full", "sample"):
+        with pytest.raises(ValueError, match=f"max_cot_tokens=100000 exceeds the {bound} .* use at most {bound}"):
+            tiny_engine.predict(camera_image(0), camera_image(1), TASK, mode, DecodeConfig(max_cot_tokens=100000))
+
+
+def test_the_bound_is_exact(tiny_checkpoint, tmp_path):
+    # A model with few positions: a CoT cap at the bound runs (a random model never closes its CoT, so the
+    # longest sequence is reached), one more is refused.
+    path = tmp_path / "short"
+    shutil.copytree(tiny_checkpoint, path)
+    config = json.loads((path / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 160
+    (path / "config.json").write_text(json.dumps(config))
+    engine = PolicyEngine.from_checkpoint(path)
+    bound = engine.max_cot_tokens_allowed(len(engine.prefix(TASK)))
+    assert 0 < bound < 40
+    prediction = engine.predict(camera_image(0), camera_image(1), TASK, "full", DecodeConfig(max_cot_tokens=bound))
+    assert prediction.cot_truncated
+    longest = len(engine.prefix(TASK)) + len(prediction.cot_segment_ids) + 73
+    assert longest == engine.max_positions - 1
+    with pytest.raises(ValueError, match=f"use at most {bound}"):
+        engine.predict(camera_image(0), camera_image(1), TASK, "full", DecodeConfig(max_cot_tokens=bound + 1))
+
+
 def test_bad_decode_config_is_refused():
     with pytest.raises(ValueError, match="temperatures"):
         DecodeConfig(cot_temperature=0)
@@ -283,6 +312,13 @@ def test_infer_cli_defaults_are_upstreams_decoding():
     opted = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t",
                                        "--force-think-start", "--ban-extra-specials", "--mode", "random"])
     assert opted.force_think_start and opted.ban_extra_specials and opted.mode == "random"
+
+
+def test_infer_cli_refuses_an_unbounded_cot_cap(tiny_checkpoint, tmp_path):
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", TASK, "--max-cot-tokens", "100000")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "max_cot_tokens=100000 exceeds" in out.stderr and "use at most" in out.stderr
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):

@@ -160,7 +160,9 @@ class PolicyEngine:
         if not observations:
             raise ValueError("predict_batch needs at least one observation")
         start = time.perf_counter()
-        batch = self.prepare(observations)
+        prefixes = [self.prefix(obs.task) for obs in observations]  # refuse a bad task before any model work
+        self.check_positions(max(len(p) for p in prefixes), mode, config)
+        batch = self.prepare(observations, prefixes)
         generator = torch.Generator(device="cpu")
         if config.seed is not None:
             generator.manual_seed(config.seed)
@@ -178,18 +180,53 @@ class PolicyEngine:
             p.timings["total_ms"] = total_ms
         return predictions
 
+    # ------------------------------------------------------------------------------------------ bounds
+    @property
+    def max_positions(self) -> int:
+        """Positions the language model was built for (`max_position_embeddings`: 8192 for the released model)."""
+        return int(self.model.config.get_text_config().max_position_embeddings)
+
+    def prefix(self, task: str) -> list[int]:
+        """The prefix ids of one observation: image slots, `<bos>`, the prompt (see `sequence.prefix_ids`)."""
+        return prefix_ids(self.ckpt.tokenizer, self.ids, task, len(CAMERA_ORDER), self.ckpt.tokens_per_image)
+
+    def max_cot_tokens_allowed(self, prefix_len: int) -> int:
+        """The largest `max_cot_tokens` whose longest sequence still fits the model's positions.
+
+        Longest sequence: prefix, `max_cot_tokens` written, the `</think>` a forced close appends, then the
+        73-token action block (from `<action>`). Positions are 1-indexed, so a sequence of L tokens needs
+        L <= max_positions - 1.
+        """
+        return self.max_positions - 1 - prefix_len - 1 - ACTION_BLOCK_LEN
+
+    def check_positions(self, prefix_len: int, mode: Mode, config: DecodeConfig) -> None:
+        """Refuse, before decoding, a prediction whose sequence could run past the model's positions."""
+        allowed = self.max_cot_tokens_allowed(prefix_len)
+        if mode in (Mode.FULL, Mode.SAMPLE) and config.max_cot_tokens > allowed:
+            raise ValueError(
+                f"max_cot_tokens={config.max_cot_tokens} exceeds the {allowed} the model's {self.max_positions} "
+                f"positions allow after this prompt ({prefix_len} tokens) and the action block "
+                f"({ACTION_BLOCK_LEN} tokens, plus a forced </think>); use at most {allowed}"
+            )
+        fixed_cot = {Mode.MASKED: 2, Mode.RANDOM: RANDOM_COT_TOKENS + 2, Mode.AR_ACTIONS: 2}.get(mode, 0)
+        if fixed_cot - 1 > allowed:  # only a model with very few positions gets here
+            raise ValueError(
+                f"the {mode.value} sequence ({prefix_len} prompt tokens, {fixed_cot} CoT tokens, the "
+                f"{ACTION_BLOCK_LEN}-token action block) does not fit the model's {self.max_positions} positions"
+            )
+
     # ------------------------------------------------------------------------------------------ stages
-    def prepare(self, observations: Sequence[Observation]) -> _Batch:
-        """Validate and preprocess images and tasks, then encode all images in one vision-tower call."""
+    def prepare(self, observations: Sequence[Observation], prefixes: list[list[int]] | None = None) -> _Batch:
+        """Validate and preprocess images (and tasks, unless their `prefixes` are given), then encode all images
+        in one vision-tower call."""
         t0 = time.perf_counter()
         size = self.ckpt.image_size
-        pixels, prefixes = [], []
+        pixels = []
         for i, obs in enumerate(observations):
             for name, image in zip(CAMERA_ORDER, (obs.agentview, obs.wrist), strict=True):
                 pixels.append(to_pixel_values(check_image(image, f"observation {i} {name}"), size))
-            prefixes.append(
-                prefix_ids(self.ckpt.tokenizer, self.ids, obs.task, len(CAMERA_ORDER), self.ckpt.tokens_per_image)
-            )
+        if prefixes is None:
+            prefixes = [self.prefix(obs.task) for obs in observations]
         pixel_values = torch.stack(pixels).to(self.device, self.model.dtype)
         t1 = time.perf_counter()
         features = self.model.encode_images(pixel_values)
