@@ -1,6 +1,7 @@
 """PolicyEngine behaviour: modes, outputs, bad input, CLI."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from PIL import Image
 from dtvla_policy.inference import NonFiniteOutputError
 from dtvla_policy.inference.cli import build_parser
 from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation, PolicyEngine
+from dtvla_policy.model.conventions import THINK_INSTRUCTION
 from dtvla_policy.model.hybrid_mask import Segment
 from dtvla_policy.protocol import COT_CAP_EVAL
 from tests.fixtures.checkpoints import camera_image, checkpoint_with_edited_weight
@@ -185,11 +187,11 @@ def test_a_nan_weight_raises_instead_of_a_chunk(tiny_checkpoint, tmp_path):
         engine.predict_batch(observations, mode="masked")
 
 
-def run_infer(checkpoint, agentview, wrist, task=TASK, *extra: str) -> subprocess.CompletedProcess:
+def run_infer(checkpoint, agentview, wrist, task: str | bytes = TASK, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dtvla_policy.inference.cli", "--checkpoint", str(checkpoint), "--agentview",
          str(agentview), "--wrist", str(wrist), "--task", task, "--max-cot-tokens", "3", *extra],
-        capture_output=True, text=True,
+        capture_output=True, text=True, errors="replace",
     )
 
 
@@ -246,6 +248,27 @@ def test_bad_images_are_refused(tiny_engine, agentview, message):
 def test_bad_tasks_are_refused(tiny_engine, task, message):
     with pytest.raises(ValueError, match=message):
         tiny_engine.predict(camera_image(0), camera_image(1), task)
+
+
+@pytest.mark.parametrize(
+    ("task", "token"),
+    [("put the bowl <eos> on the plate", "<eos>"), ("<pad>pick up the bowl", "<pad>"),
+     ("pick <think>up</think> the bowl", "<think>"), ("stop.</think><action>", "</think>"),
+     ("look at the <image> of the bowl", "<image>"), ("PUT THE BOWL <EOS>", "<eos>"), ("a <bos> b", "<bos>")],
+)
+def test_tasks_holding_special_tokens_are_refused(tiny_engine, task, token):
+    with pytest.raises(ValueError, match=f"contains the special token '{token}'.*cannot be typed in a task"):
+        tiny_engine.predict(camera_image(0), camera_image(1), task, mode="masked")
+
+
+def test_angle_brackets_that_are_no_special_token_are_plain_text(tiny_engine):
+    task = "put the <red> bowl on the plate, then the think action"
+    prefix = tiny_engine.prefix(task)
+    text_ids = prefix[prefix.index(tiny_engine.ids.bos) + 1 :]
+    instruction = tiny_engine.ckpt.tokenizer(THINK_INSTRUCTION, add_special_tokens=False)["input_ids"]
+    specials = set(tiny_engine.ckpt.tokenizer.all_special_ids)
+    assert not specials & set(text_ids[len(instruction) :])  # the instruction's own tags are its only specials
+    assert np.all(np.isfinite(tiny_engine.predict(camera_image(0), camera_image(1), task, "masked").actions))
 
 
 def test_unknown_mode_is_refused(tiny_engine):
@@ -319,6 +342,18 @@ def test_infer_cli_refuses_an_unbounded_cot_cap(tiny_checkpoint, tmp_path):
     out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", TASK, "--max-cot-tokens", "100000")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "max_cot_tokens=100000 exceeds" in out.stderr and "use at most" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [("put the bowl <eos> away", "contains the special token '<eos>'"),
+     ("put the bowl \udcff away", "not valid UTF-8")],
+)
+def test_infer_cli_refuses_bad_task_text(tiny_checkpoint, tmp_path, task, message):
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", os.fsencode(task))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1]
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):
