@@ -4,10 +4,13 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from dtvla_policy.model.checkpoint import load_checkpoint
 from dtvla_policy.model.conventions import TokenIds
 from dtvla_policy.model.tiny_checkpoint import write_tiny_checkpoint
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
 
 @pytest.fixture
@@ -76,4 +79,29 @@ def test_inconsistent_action_range(ckpt_copy):
     config["action_token_begin_idx"] = 255000
     (ckpt_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="expected 2048"):
+        load_checkpoint(ckpt_copy)
+
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5])
+def test_empty_or_truncated_weights_are_refused(ckpt_copy, keep):
+    weights = ckpt_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ValueError, match="model.safetensors is not a complete safetensors file.*copy it again"):
+        load_checkpoint(ckpt_copy)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("tpu", "unknown device 'tpu'"), pytest.param("cuda", "no CUDA device", marks=NO_CUDA),
+     pytest.param("cuda:1", "no CUDA device", marks=NO_CUDA), ("meta", "not supported")],
+)
+def test_unavailable_devices_are_refused(tiny_checkpoint, device, message):
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(tiny_checkpoint, device=device)
+
+
+def test_non_dict_norm_stats(ckpt_copy):
+    (ckpt_copy / "norm_stats.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="JSON object"):
         load_checkpoint(ckpt_copy)

@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 from dtvla_policy.inference import NonFiniteOutputError
-from dtvla_policy.inference.cli import build_parser
+from dtvla_policy.inference.cli import build_parser, read_rgb
 from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation, PolicyEngine
 from dtvla_policy.model.conventions import THINK_INSTRUCTION
 from dtvla_policy.model.hybrid_mask import Segment
@@ -354,6 +356,71 @@ def test_infer_cli_refuses_bad_task_text(tiny_checkpoint, tmp_path, task, messag
     out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", os.fsencode(task))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert message in out.stderr.strip().splitlines()[-1]
+
+
+def header_only_png(path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height pixels (no pixel data): enough for PIL's bomb check."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def break_norm_stats(text: str):
+    return lambda ckpt: (ckpt / "norm_stats.json").write_text(text)
+
+
+def truncate_weights(ckpt):
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "image", "extra", "message"),
+    [
+        (break_norm_stats("[0.5, 1.0]"), None, (), "must be a JSON object"),
+        (break_norm_stats('{"action": {"q01": [-1e308, 0, 0, 0, 0, 0, 0], "q99": [1e308, 1, 1, 1, 1, 1, 1]}}'),
+         None, (), "overflows float64"),
+        (truncate_weights, None, (), "not a complete safetensors file"),
+        (break_norm_stats('{"action": {"q01": [0, 0, 0, 0, 0, 0, 0], "q99": [1, 1, 1, 1, 1, 1, 1]}}'), "bomb", (),
+         "decompression bomb"),
+        (None, "float", (), "only float images in [0, 1]"),
+        (None, None, ("--device", "tpu"), "unknown device 'tpu'"),
+        pytest.param(None, None, ("--device", "cuda"), "no CUDA device", marks=NO_CUDA),
+    ],
+    ids=["list_norm_stats", "huge_norm_stats", "truncated_weights", "bomb_png", "float_image", "tpu", "cuda"],
+)
+def test_infer_cli_refuses_bad_inputs_in_one_line(tiny_checkpoint, tmp_path, breakage, image, extra, message):
+    checkpoint = tiny_checkpoint
+    if breakage is not None:
+        checkpoint = tmp_path / "ckpt"
+        shutil.copytree(tiny_checkpoint, checkpoint)
+        breakage(checkpoint)
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    agentview = tmp_path / "a.png"
+    if image == "bomb":
+        agentview = tmp_path / "bomb.png"
+        header_only_png(agentview, 30000, 30000)
+    elif image == "float":
+        agentview = tmp_path / "f.tiff"
+        Image.fromarray(np.full((64, 64), 3.5, np.float32)).save(agentview)
+    out = run_infer(checkpoint, agentview, tmp_path / "a.png", TASK, *extra)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == "" and message in out.stderr.strip().splitlines()[-1]
+
+
+def test_infer_reads_16_bit_and_float_images_by_their_range(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (16, 1))  # a 16-bit grey gradient
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = read_rgb(str(tmp_path / "g16.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (16, 256, 3)
+    np.testing.assert_array_equal(rgb[0, :, 0], np.rint(ramp[0] / 257).astype(np.uint8))  # not 99% saturated
+    Image.fromarray(np.tile(np.linspace(0, 1, 100, dtype=np.float32), (8, 1))).save(tmp_path / "f.tiff")
+    rgb = read_rgb(str(tmp_path / "f.tiff"))
+    assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255 and rgb[0, 50, 0] == round(50 / 99 * 255)  # not black
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):
