@@ -2,12 +2,17 @@
 
 import json
 import shutil
+import stat
 
 import pytest
+import torch
 
+from dtvla_policy.atomic_directory import current_umask
 from dtvla_policy.model.checkpoint import load_checkpoint
 from dtvla_policy.model.conventions import TokenIds
 from dtvla_policy.model.tiny_checkpoint import write_tiny_checkpoint
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
 
 @pytest.fixture
@@ -77,3 +82,49 @@ def test_inconsistent_action_range(ckpt_copy):
     (ckpt_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="expected 2048"):
         load_checkpoint(ckpt_copy)
+
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5])
+def test_empty_or_truncated_weights_are_refused(ckpt_copy, keep):
+    weights = ckpt_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ValueError, match="model.safetensors is not a complete safetensors file.*copy it again"):
+        load_checkpoint(ckpt_copy)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("tpu", "unknown device 'tpu'"), pytest.param("cuda", "no CUDA device", marks=NO_CUDA),
+     pytest.param("cuda:1", "no CUDA device", marks=NO_CUDA), ("meta", "not supported")],
+)
+def test_unavailable_devices_are_refused(tiny_checkpoint, device, message):
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(tiny_checkpoint, device=device)
+
+
+def test_non_dict_norm_stats(ckpt_copy):
+    (ckpt_copy / "norm_stats.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="JSON object"):
+        load_checkpoint(ckpt_copy)
+
+
+def test_an_action_range_shifted_by_one_is_refused(ckpt_copy):
+    config = json.loads((ckpt_copy / "config.json").read_text())
+    config["action_token_begin_idx"], config["action_token_end_idx"] = 254977, 257024  # still 2048 ids
+    (ckpt_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"action_token_end_idx=257024 but .* image_token_index - 1 - 128 = 257023"):
+        load_checkpoint(ckpt_copy)
+
+
+def test_a_shifted_range_in_another_vocabulary_is_warned_about(caplog):
+    TokenIds(image=5000, think_start=5001, think_end=5002, action_start=5003, action_end=5004,
+             action_begin=2000, action_end_id=4047, vocab_size=5005).validate()
+    assert "image_token_index - 1 - 128 = 4871" in caplog.text and "accepted" in caplog.text
+
+
+def test_checkpoint_files_are_readable_by_other_users(tiny_checkpoint):
+    # safetensors writes 0600; every file of a checkpoint gets what an ordinary write gives (0644 under umask 022)
+    expected = 0o666 & ~current_umask()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tiny_checkpoint.iterdir()}
+    assert modes["model.safetensors"] == expected and set(modes.values()) == {expected}

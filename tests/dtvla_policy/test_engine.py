@@ -1,21 +1,28 @@
 """PolicyEngine behaviour: modes, outputs, bad input, CLI."""
 
 import json
+import os
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from dtvla_policy.inference.cli import build_parser
-from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation
+from dtvla_policy.inference import NonFiniteOutputError
+from dtvla_policy.inference.cli import build_parser, read_rgb
+from dtvla_policy.inference.engine import DecodeConfig, Mode, Observation, PolicyEngine
+from dtvla_policy.model.conventions import THINK_INSTRUCTION
 from dtvla_policy.model.hybrid_mask import Segment
 from dtvla_policy.protocol import COT_CAP_EVAL
-from tests.fixtures.checkpoints import camera_image
+from tests.fixtures.checkpoints import camera_image, checkpoint_with_edited_weight
 
 TASK = "pick up the black bowl and place it on the plate"
+FINAL_NORM = "model.language_model.model.norm.weight"
 
 
 @pytest.mark.parametrize("mode", [m.value for m in Mode])
@@ -167,6 +174,63 @@ def test_cot_text_never_shows_tags(tiny_engine):
     assert tiny_engine.cot_text(tagged) == tiny_engine.cot_text(words) == "move down and grasp the bowl"
 
 
+def test_a_nan_weight_raises_instead_of_a_chunk(tiny_checkpoint, tmp_path):
+    # One NaN in the final norm makes every logit NaN; argmax would have picked bin 0 (a finite, full-range chunk).
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    engine = PolicyEngine.from_checkpoint(path, decode=DecodeConfig(max_cot_tokens=4))
+    with pytest.raises(NonFiniteOutputError, match="non-finite logits in the cot stage") as full:
+        engine.predict(camera_image(0), camera_image(1), TASK, mode="full")
+    assert full.value.stage == "cot" and full.value.rows == [0]
+    with pytest.raises(NonFiniteOutputError, match="action stage"):
+        engine.predict(camera_image(0), camera_image(1), TASK, mode="masked")
+    observations = [Observation(camera_image(i), camera_image(i + 1), TASK) for i in range(2)]
+    with pytest.raises(NonFiniteOutputError, match=r"rows \[0, 1\]"):
+        engine.predict_batch(observations, mode="masked")
+
+
+def run_infer(checkpoint, agentview, wrist, task: str | bytes = TASK, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtvla_policy.inference.cli", "--checkpoint", str(checkpoint), "--agentview",
+         str(agentview), "--wrist", str(wrist), "--task", task, "--max-cot-tokens", "3", *extra],
+        capture_output=True, text=True, errors="replace",
+    )
+
+
+def test_infer_cli_reports_non_finite_outputs(tiny_checkpoint, tmp_path):
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(path, tmp_path / "a.png", tmp_path / "a.png", TASK, "--mode", "masked")
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr.strip().splitlines()[-1].startswith("dtvla-infer: NonFiniteOutputError: non-finite")
+    assert "Traceback" not in out.stderr
+
+
+def test_eval_batch_policy_names_the_error_per_episode(tiny_checkpoint, tmp_path):
+    from dtvla_sim_bridge.eval.config import EvalConfig
+    from dtvla_sim_bridge.eval.runner import BatchPolicy
+
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
+                                         lambda w: w.__setitem__(0, float("nan")))
+    config = EvalConfig(checkpoint=path, suite="libero_spatial", tasks=(0,), trials=1, max_steps=1,
+                        out=tmp_path / "eval", mode="masked", max_cot_tokens=4)
+    replies = BatchPolicy(config)([(camera_image(0), camera_image(1), TASK)] * 2)
+    assert [r.actions for r in replies] == [None, None]
+    assert all("NonFiniteOutputError" in r.error and "action stage" in r.error for r in replies)
+
+
+def test_fp16_overflow_raises(tiny_checkpoint, tmp_path):
+    # 6e4 is finite in fp16, but the normed hidden states (6e4 x ~1) overflow to inf in fp16 and not in fp32.
+    path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "big", FINAL_NORM, lambda w: w.fill_(6e4))
+    fp32 = PolicyEngine.from_checkpoint(path, dtype="float32", decode=DecodeConfig(max_cot_tokens=4))
+    assert np.all(np.isfinite(fp32.predict(camera_image(0), camera_image(1), TASK, mode="masked").actions))
+    fp16 = PolicyEngine.from_checkpoint(path, dtype="float16", decode=DecodeConfig(max_cot_tokens=4))
+    for mode in ("masked", "full", "ar_actions"):
+        with pytest.raises(NonFiniteOutputError):
+            fp16.predict(camera_image(0), camera_image(1), TASK, mode=mode)
+
+
 @pytest.mark.parametrize(
     ("agentview", "message"),
     [
@@ -188,9 +252,58 @@ def test_bad_tasks_are_refused(tiny_engine, task, message):
         tiny_engine.predict(camera_image(0), camera_image(1), task)
 
 
+@pytest.mark.parametrize(
+    ("task", "token"),
+    [("put the bowl <eos> on the plate", "<eos>"), ("<pad>pick up the bowl", "<pad>"),
+     ("pick <think>up</think> the bowl", "<think>"), ("stop.</think><action>", "</think>"),
+     ("look at the <image> of the bowl", "<image>"), ("PUT THE BOWL <EOS>", "<eos>"), ("a <bos> b", "<bos>")],
+)
+def test_tasks_holding_special_tokens_are_refused(tiny_engine, task, token):
+    with pytest.raises(ValueError, match=f"contains the special token '{token}'.*cannot be typed in a task"):
+        tiny_engine.predict(camera_image(0), camera_image(1), task, mode="masked")
+
+
+def test_angle_brackets_that_are_no_special_token_are_plain_text(tiny_engine):
+    task = "put the <red> bowl on the plate, then the think action"
+    prefix = tiny_engine.prefix(task)
+    text_ids = prefix[prefix.index(tiny_engine.ids.bos) + 1 :]
+    instruction = tiny_engine.ckpt.tokenizer(THINK_INSTRUCTION, add_special_tokens=False)["input_ids"]
+    specials = set(tiny_engine.ckpt.tokenizer.all_special_ids)
+    assert not specials & set(text_ids[len(instruction) :])  # the instruction's own tags are its only specials
+    assert np.all(np.isfinite(tiny_engine.predict(camera_image(0), camera_image(1), task, "masked").actions))
+
+
 def test_unknown_mode_is_refused(tiny_engine):
     with pytest.raises(ValueError, match="unknown mode 'fast'"):
         tiny_engine.predict(camera_image(0), camera_image(1), TASK, mode="fast")
+
+
+def test_max_cot_tokens_is_bounded_by_the_model_positions(tiny_engine):
+    prefix_len = len(tiny_engine.prefix(TASK))
+    bound = 8192 - 1 - prefix_len - 1 - 73  # 1-indexed positions; forced `</think>`; the action block
+    assert tiny_engine.max_cot_tokens_allowed(prefix_len) == bound
+    for mode in ("full", "sample"):
+        with pytest.raises(ValueError, match=f"max_cot_tokens=100000 exceeds the {bound} .* use at most {bound}"):
+            tiny_engine.predict(camera_image(0), camera_image(1), TASK, mode, DecodeConfig(max_cot_tokens=100000))
+
+
+def test_the_bound_is_exact(tiny_checkpoint, tmp_path):
+    # A model with few positions: a CoT cap at the bound runs (a random model never closes its CoT, so the
+    # longest sequence is reached), one more is refused.
+    path = tmp_path / "short"
+    shutil.copytree(tiny_checkpoint, path)
+    config = json.loads((path / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 160
+    (path / "config.json").write_text(json.dumps(config))
+    engine = PolicyEngine.from_checkpoint(path)
+    bound = engine.max_cot_tokens_allowed(len(engine.prefix(TASK)))
+    assert 0 < bound < 40
+    prediction = engine.predict(camera_image(0), camera_image(1), TASK, "full", DecodeConfig(max_cot_tokens=bound))
+    assert prediction.cot_truncated
+    longest = len(engine.prefix(TASK)) + len(prediction.cot_segment_ids) + 73
+    assert longest == engine.max_positions - 1
+    with pytest.raises(ValueError, match=f"use at most {bound}"):
+        engine.predict(camera_image(0), camera_image(1), TASK, "full", DecodeConfig(max_cot_tokens=bound + 1))
 
 
 def test_bad_decode_config_is_refused():
@@ -224,6 +337,90 @@ def test_infer_cli_defaults_are_upstreams_decoding():
     opted = build_parser().parse_args(["--checkpoint", "c", "--agentview", "a", "--wrist", "w", "--task", "t",
                                        "--force-think-start", "--ban-extra-specials", "--mode", "random"])
     assert opted.force_think_start and opted.ban_extra_specials and opted.mode == "random"
+
+
+def test_infer_cli_refuses_an_unbounded_cot_cap(tiny_checkpoint, tmp_path):
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", TASK, "--max-cot-tokens", "100000")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "max_cot_tokens=100000 exceeds" in out.stderr and "use at most" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [("put the bowl <eos> away", "contains the special token '<eos>'"),
+     ("put the bowl \udcff away", "not valid UTF-8")],
+)
+def test_infer_cli_refuses_bad_task_text(tiny_checkpoint, tmp_path, task, message):
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    out = run_infer(tiny_checkpoint, tmp_path / "a.png", tmp_path / "a.png", os.fsencode(task))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1]
+
+
+def header_only_png(path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height pixels (no pixel data): enough for PIL's bomb check."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def break_norm_stats(text: str):
+    return lambda ckpt: (ckpt / "norm_stats.json").write_text(text)
+
+
+def truncate_weights(ckpt):
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "image", "extra", "message"),
+    [
+        (break_norm_stats("[0.5, 1.0]"), None, (), "must be a JSON object"),
+        (break_norm_stats('{"action": {"q01": [-1e308, 0, 0, 0, 0, 0, 0], "q99": [1e308, 1, 1, 1, 1, 1, 1]}}'),
+         None, (), "overflows float64"),
+        (truncate_weights, None, (), "not a complete safetensors file"),
+        (break_norm_stats('{"action": {"q01": [0, 0, 0, 0, 0, 0, 0], "q99": [1, 1, 1, 1, 1, 1, 1]}}'), "bomb", (),
+         "decompression bomb"),
+        (None, "float", (), "only float images in [0, 1]"),
+        (None, None, ("--device", "tpu"), "unknown device 'tpu'"),
+        pytest.param(None, None, ("--device", "cuda"), "no CUDA device", marks=NO_CUDA),
+    ],
+    ids=["list_norm_stats", "huge_norm_stats", "truncated_weights", "bomb_png", "float_image", "tpu", "cuda"],
+)
+def test_infer_cli_refuses_bad_inputs_in_one_line(tiny_checkpoint, tmp_path, breakage, image, extra, message):
+    checkpoint = tiny_checkpoint
+    if breakage is not None:
+        checkpoint = tmp_path / "ckpt"
+        shutil.copytree(tiny_checkpoint, checkpoint)
+        breakage(checkpoint)
+    Image.fromarray(camera_image(0)).save(tmp_path / "a.png")
+    agentview = tmp_path / "a.png"
+    if image == "bomb":
+        agentview = tmp_path / "bomb.png"
+        header_only_png(agentview, 30000, 30000)
+    elif image == "float":
+        agentview = tmp_path / "f.tiff"
+        Image.fromarray(np.full((64, 64), 3.5, np.float32)).save(agentview)
+    out = run_infer(checkpoint, agentview, tmp_path / "a.png", TASK, *extra)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == "" and message in out.stderr.strip().splitlines()[-1]
+
+
+def test_infer_reads_16_bit_and_float_images_by_their_range(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (16, 1))  # a 16-bit grey gradient
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = read_rgb(str(tmp_path / "g16.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (16, 256, 3)
+    np.testing.assert_array_equal(rgb[0, :, 0], np.rint(ramp[0] / 257).astype(np.uint8))  # not 99% saturated
+    Image.fromarray(np.tile(np.linspace(0, 1, 100, dtype=np.float32), (8, 1))).save(tmp_path / "f.tiff")
+    rgb = read_rgb(str(tmp_path / "f.tiff"))
+    assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255 and rgb[0, 50, 0] == round(50 / 99 * 255)  # not black
 
 
 def test_infer_cli_reports_a_bad_checkpoint(tmp_path):

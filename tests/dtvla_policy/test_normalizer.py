@@ -48,6 +48,11 @@ def test_from_json_accepts_upstream_and_openpi_layouts(tmp_path):
         ({"action": {"q01": [1.0] * 7, "q99": [0.0] * 7}}, "q99 < q01"),
         ({"action": {"mean": [0.0] * 7}}, "lacks"),
         ({"state": {}}, "no 'action' entry"),
+        ([0.1, 0.2], "must be a JSON object .* got a list"),
+        ("q01", "must be a JSON object .* got a str"),
+        ({"norm_stats": [1]}, "'norm_stats' entry must be a JSON object"),
+        ({"action": {"q01": [-1e308] * 7, "q99": [1e308] * 7}}, "overflows float64"),
+        ({"action": {"q01": [{"a": 1}] * 7, "q99": [1.0] * 7}}, "lists of 7 numbers"),
     ],
 )
 def test_bad_stats_are_refused(tmp_path, stats, message):
@@ -60,3 +65,12 @@ def test_bad_stats_are_refused(tmp_path, stats, message):
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="meta/norm_stats.json"):
         QuantileNormalizer.from_json(tmp_path / "norm_stats.json")
+
+
+def test_constant_dims_are_warned_about_at_load(tmp_path, caplog):
+    q01 = [0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0]
+    q99 = [1.0, 0.0, 1.0, 1.0, 1.0, 0.0, -1.0]  # dims 1 and 5 constant; the gripper is not normalised
+    path = tmp_path / "norm_stats.json"
+    path.write_text(json.dumps({"action": {"q01": q01, "q99": q99}}))
+    QuantileNormalizer.from_json(path)
+    assert "q01 == q99 on normalised action dim(s) [1, 5] (eef_dy, eef_drz)" in caplog.text

@@ -33,12 +33,14 @@ def test_model_package_exports():
 
 
 def test_inference_package_exports():
-    from dtvla_policy.inference import DecodeConfig, Mode, Observation, PolicyEngine, Prediction
+    from dtvla_policy.inference import DecodeConfig, Mode, NonFiniteOutputError, Observation, PolicyEngine, Prediction
 
     assert PolicyEngine is engine.PolicyEngine and Prediction is engine.Prediction
+    assert NonFiniteOutputError is engine.NonFiniteOutputError and issubclass(NonFiniteOutputError, FloatingPointError)
     assert Observation is engine.Observation
     assert DecodeConfig is protocol.DecodeConfig and Mode is protocol.Mode
-    assert set(inference.__all__) == {"DecodeConfig", "Mode", "Observation", "PolicyEngine", "Prediction"}
+    assert set(inference.__all__) == {"DecodeConfig", "Mode", "NonFiniteOutputError", "Observation", "PolicyEngine",
+                                      "Prediction"}
 
 
 @pytest.mark.parametrize("package", [model, inference])

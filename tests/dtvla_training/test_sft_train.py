@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from dtvla_policy.atomic_directory import current_umask
 from dtvla_policy.inference.engine import DecodeConfig, PolicyEngine
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE, load_checkpoint
 from dtvla_training.data.lerobot_dataset import CotDataset
@@ -98,6 +100,8 @@ def test_checkpoint_directory_layout(tiny_run):
     assert (tiny_run.checkpoint / TRAIN_STATE_DIR / "rng_rank0.pt").is_file()
     assert not (root / "step_00000012" / TRAIN_STATE_DIR).exists()  # keep_train_states: 1
     load_checkpoint(root / "step_00000012")  # older checkpoints stay policy-loadable
+    weights = tiny_run.checkpoint / "model.safetensors"
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~current_umask()  # safetensors alone writes 0600
     out = root.parent
     assert len(read_metrics(out)) == STEPS and any((out / "tensorboard").iterdir())
     assert yaml.safe_load((out / "config.yaml").read_text())["max_steps"] == STEPS

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import yaml
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from dtvla_policy.atomic_directory import share_files
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE, check_tokenizer
 from dtvla_policy.model.conventions import TokenIds
 from dtvla_policy.model.modeling import DeepThinkVLA
@@ -177,6 +178,7 @@ def save_checkpoint(
         state = {**trainer_state, "replica_fingerprints": fingerprints}
         (tmp / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=2))
         (tmp / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        share_files(tmp, recursive=False)  # the deployable files (model.safetensors is written 0600)
     _barrier()  # every rank's shards are on disk
     if rank == 0:
         _replace_dir(tmp, final)

@@ -13,15 +13,16 @@ from dtvla_policy.lazy_exports import lazy_exports
 _EXPORTS = {
     "DecodeConfig": "dtvla_policy.protocol",
     "Mode": "dtvla_policy.protocol",
+    "NonFiniteOutputError": "dtvla_policy.inference.engine",
     "Observation": "dtvla_policy.inference.engine",
     "PolicyEngine": "dtvla_policy.inference.engine",
     "Prediction": "dtvla_policy.inference.engine",
 }
 # listed literally for static tools
-__all__ = ["DecodeConfig", "Mode", "Observation", "PolicyEngine", "Prediction"]
+__all__ = ["DecodeConfig", "Mode", "NonFiniteOutputError", "Observation", "PolicyEngine", "Prediction"]
 
 if TYPE_CHECKING:
-    from dtvla_policy.inference.engine import Observation, PolicyEngine, Prediction
+    from dtvla_policy.inference.engine import NonFiniteOutputError, Observation, PolicyEngine, Prediction
     from dtvla_policy.protocol import DecodeConfig, Mode
 
 

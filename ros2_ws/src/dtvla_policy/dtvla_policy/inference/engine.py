@@ -49,6 +49,30 @@ from dtvla_policy.protocol import DecodeConfig, Mode
 log = logging.getLogger(__name__)
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """The model produced NaN or inf logits or hidden states: no chunk is made from them.
+
+    An argmax over NaN logits picks bin 0, a finite, in-range and wrong action; this error stops that reaching an
+    actuator. `stage` names where it was found ("cot" logits, "action" hidden states or logits), `rows` the
+    affected samples of the batch. Usual causes: a corrupt checkpoint (NaN weights) or fp16 overflow (use bf16/fp32).
+    """
+
+    def __init__(self, stage: str, what: str, rows: list[int]) -> None:
+        self.stage = stage
+        self.rows = rows
+        super().__init__(
+            f"non-finite {what} in the {stage} stage (batch rows {rows}); no action chunk was produced. "
+            "Check the checkpoint for NaN/inf weights, or run in float32/bfloat16 if this is float16 overflow"
+        )
+
+
+def check_finite(tensor: torch.Tensor, stage: str, what: str) -> None:
+    """Raise `NonFiniteOutputError` unless every value of `tensor` (B, ...) is finite."""
+    finite = torch.isfinite(tensor).reshape(tensor.shape[0], -1).all(-1)
+    if not bool(finite.all()):
+        raise NonFiniteOutputError(stage, what, (~finite).nonzero()[:, 0].tolist())
+
+
 @dataclass(frozen=True)
 class Observation:
     """One policy input: two HxWx3 uint8 camera images and the task instruction."""
@@ -136,7 +160,9 @@ class PolicyEngine:
         if not observations:
             raise ValueError("predict_batch needs at least one observation")
         start = time.perf_counter()
-        batch = self.prepare(observations)
+        prefixes = [self.prefix(obs.task) for obs in observations]  # refuse a bad task before any model work
+        self.check_positions(max(len(p) for p in prefixes), mode, config)
+        batch = self.prepare(observations, prefixes)
         generator = torch.Generator(device="cpu")
         if config.seed is not None:
             generator.manual_seed(config.seed)
@@ -154,18 +180,53 @@ class PolicyEngine:
             p.timings["total_ms"] = total_ms
         return predictions
 
+    # ------------------------------------------------------------------------------------------ bounds
+    @property
+    def max_positions(self) -> int:
+        """Positions the language model was built for (`max_position_embeddings`: 8192 for the released model)."""
+        return int(self.model.config.get_text_config().max_position_embeddings)
+
+    def prefix(self, task: str) -> list[int]:
+        """The prefix ids of one observation: image slots, `<bos>`, the prompt (see `sequence.prefix_ids`)."""
+        return prefix_ids(self.ckpt.tokenizer, self.ids, task, len(CAMERA_ORDER), self.ckpt.tokens_per_image)
+
+    def max_cot_tokens_allowed(self, prefix_len: int) -> int:
+        """The largest `max_cot_tokens` whose longest sequence still fits the model's positions.
+
+        Longest sequence: prefix, `max_cot_tokens` written, the `</think>` a forced close appends, then the
+        73-token action block (from `<action>`). Positions are 1-indexed, so a sequence of L tokens needs
+        L <= max_positions - 1.
+        """
+        return self.max_positions - 1 - prefix_len - 1 - ACTION_BLOCK_LEN
+
+    def check_positions(self, prefix_len: int, mode: Mode, config: DecodeConfig) -> None:
+        """Refuse, before decoding, a prediction whose sequence could run past the model's positions."""
+        allowed = self.max_cot_tokens_allowed(prefix_len)
+        if mode in (Mode.FULL, Mode.SAMPLE) and config.max_cot_tokens > allowed:
+            raise ValueError(
+                f"max_cot_tokens={config.max_cot_tokens} exceeds the {allowed} the model's {self.max_positions} "
+                f"positions allow after this prompt ({prefix_len} tokens) and the action block "
+                f"({ACTION_BLOCK_LEN} tokens, plus a forced </think>); use at most {allowed}"
+            )
+        fixed_cot = {Mode.MASKED: 2, Mode.RANDOM: RANDOM_COT_TOKENS + 2, Mode.AR_ACTIONS: 2}.get(mode, 0)
+        if fixed_cot - 1 > allowed:  # only a model with very few positions gets here
+            raise ValueError(
+                f"the {mode.value} sequence ({prefix_len} prompt tokens, {fixed_cot} CoT tokens, the "
+                f"{ACTION_BLOCK_LEN}-token action block) does not fit the model's {self.max_positions} positions"
+            )
+
     # ------------------------------------------------------------------------------------------ stages
-    def prepare(self, observations: Sequence[Observation]) -> _Batch:
-        """Validate and preprocess images and tasks, then encode all images in one vision-tower call."""
+    def prepare(self, observations: Sequence[Observation], prefixes: list[list[int]] | None = None) -> _Batch:
+        """Validate and preprocess images (and tasks, unless their `prefixes` are given), then encode all images
+        in one vision-tower call."""
         t0 = time.perf_counter()
         size = self.ckpt.image_size
-        pixels, prefixes = [], []
+        pixels = []
         for i, obs in enumerate(observations):
             for name, image in zip(CAMERA_ORDER, (obs.agentview, obs.wrist), strict=True):
                 pixels.append(to_pixel_values(check_image(image, f"observation {i} {name}"), size))
-            prefixes.append(
-                prefix_ids(self.ckpt.tokenizer, self.ids, obs.task, len(CAMERA_ORDER), self.ckpt.tokens_per_image)
-            )
+        if prefixes is None:
+            prefixes = [self.prefix(obs.task) for obs in observations]
         pixel_values = torch.stack(pixels).to(self.device, self.model.dtype)
         t1 = time.perf_counter()
         features = self.model.encode_images(pixel_values)
@@ -193,7 +254,7 @@ class PolicyEngine:
             )
         ids, segs = self._left_pad(sequences, segments)
         out = self.model.hybrid_forward(ids, segs, batch.image_features, compute_logits=False)
-        logits = self.model.action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
+        logits = self._action_logits(out.last_hidden_state[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS])
         tokens = self._pick_actions(logits)
         batch.timings["action_ms"] = (time.perf_counter() - t0) * 1e3
         return {"action_tokens": tokens, "action_logits": logits, "cot_segments": cot_segments,
@@ -301,6 +362,7 @@ class PolicyEngine:
 
         `bans` is (2, vocab): `cot_ban` before and after `<think>` is in a row's sequence.
         """
+        check_finite(logits, "cot", "logits")  # before the bans: NaN would survive them and argmax to id 0
         think_written = torch.tensor([self.ids.think_start in w for w in written], device=self.device)
         return logits.float().masked_fill(bans[think_written.long()], float("-inf"))
 
@@ -315,7 +377,7 @@ class PolicyEngine:
             compute_logits=False,
         )
         cot["cache"].crop(-ACTION_BLOCK_LEN)  # the cache holds prefix + CoT again
-        logits = self.model.action_logits(out.last_hidden_state[:, :ACTION_TOKENS])
+        logits = self._action_logits(out.last_hidden_state[:, :ACTION_TOKENS])
         return {"action_logits": logits, "action_ms": (time.perf_counter() - t0) * 1e3}
 
     def _cot_then_actions(
@@ -347,7 +409,7 @@ class PolicyEngine:
         t1 = time.perf_counter()
         tokens = []
         for _ in range(ACTION_TOKENS):
-            token = self._pick_actions(self.model.action_logits(hidden))  # (B, 1) ids
+            token = self._pick_actions(self._action_logits(hidden))  # (B, 1) ids
             tokens.append(token)
             step_seg = torch.full_like(token, Segment.COT)
             out = self.model.hybrid_forward(token, step_seg, past_key_values=cache, past_segments=segs,
@@ -358,6 +420,14 @@ class PolicyEngine:
         n = len(batch.prefixes)
         return {"action_tokens": torch.cat(tokens, dim=1), "cot_segments": [head[:2] for _ in range(n)],
                 "truncated": [False] * n}
+
+    def _action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, N, hidden) action-row hidden states -> (B, N, 2048) logits, both checked finite: a soft-capped head
+        would turn inf hidden states into finite logits, and NaN logits into an argmax of bin 0."""
+        check_finite(hidden, "action", "hidden states")
+        logits = self.model.action_logits(hidden)
+        check_finite(logits, "action", "logits")
+        return logits
 
     def _pick_actions(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., 2048) action-subvocabulary logits -> (...) action token ids (greedy)."""
@@ -379,7 +449,8 @@ class PolicyEngine:
         normalised = self.codec.decode(tokens).reshape(-1, CHUNK_STEPS, ACTION_DIM)
         actions = self.ckpt.normalizer.unnormalize(normalised)
         if not np.all(np.isfinite(actions)):  # cannot happen with finite stats; never let it reach an actuator
-            raise FloatingPointError("decoded actions are not finite; check norm_stats.json")
+            raise NonFiniteOutputError("decode", "actions", np.flatnonzero(~np.isfinite(actions).reshape(
+                len(actions), -1).all(-1)).tolist())
         decode_ms = (time.perf_counter() - t0) * 1e3
         predictions = []
         for row, segment in enumerate(outputs["cot_segments"]):

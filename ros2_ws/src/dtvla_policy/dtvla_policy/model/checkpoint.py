@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from dtvla_policy.model.conventions import NORM_STATS_FILE, SPECIAL_TOKEN_TEXT, TokenIds
@@ -57,6 +58,40 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return table[dtype]
 
 
+def check_device(device: str) -> torch.device:
+    """Refuse a device string torch does not know, or a CUDA/MPS device this machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r} asked for, but this machine/torch build has no CUDA device; "
+                             "use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device!r} asked for, but only {count} CUDA device(s) exist")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r} asked for, but MPS is not available here; use cpu")
+    elif parsed.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return parsed
+
+
+def check_safetensors(path: Path) -> None:
+    """Read each weight file's header: an empty, truncated or foreign file is refused here, by name."""
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(
+                f"{file} is not a complete safetensors file ({err}); it is empty, truncated or corrupt: copy it "
+                "again from its source"
+            ) from None
+
+
 def check_checkpoint_dir(path: Path) -> None:
     """Refuse early, with the fix in the message, what `from_pretrained` would refuse late or silently."""
     if not path.is_dir():
@@ -95,7 +130,9 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, ids: TokenIds, path: Pat
 def load_checkpoint(path: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None) -> Checkpoint:
     """Load and validate a checkpoint directory; the model is returned in eval mode on `device`."""
     path = Path(path).expanduser().resolve()
+    check_device(device)
     check_checkpoint_dir(path)
+    check_safetensors(path)
     normalizer = QuantileNormalizer.from_json(path / NORM_STATS_FILE)
     torch_dtype = resolve_dtype(dtype, device)
     model = DeepThinkVLA.from_pretrained(

@@ -8,8 +8,11 @@ reads them from a checkpoint's config.json when present, so tiny test checkpoint
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # --- chunk -------------------------------------------------------------------------------------------------
 CHUNK_STEPS = 10  # H: future steps per chunk (upstream NUM_ACTIONS_CHUNK)
@@ -55,6 +58,10 @@ NORM_STATS_FILE = "norm_stats.json"  # q01/q99 stats next to the weights (upstre
 RANDOM_COT_TOKENS = 128
 RANDOM_COT_MIN_ID = 0  # ids drawn uniformly from [RANDOM_COT_MIN_ID, RANDOM_COT_MAX_ID), specials included
 RANDOM_COT_MAX_ID = 220_000
+
+
+RELEASED_VOCAB_SIZE = 257_157
+ACTION_GAP_BELOW_IMAGE = 128  # ids between the last action id and `<image>` in the released vocabulary
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,19 @@ class TokenIds:
             raise ValueError(f"special token ids must be distinct, got {specials}")
         if self.action_end_id >= self.vocab_size:
             raise ValueError(f"action ids end at {self.action_end_id}, beyond the vocabulary of {self.vocab_size}")
+        # Released layout: the 2048 action ids end 128 ids (the <seg> tokens) below `<image>`. A range shifted by
+        # one still holds 2048 ids and passes every check above, but decodes every bin one off.
+        expected_end = self.image - 1 - ACTION_GAP_BELOW_IMAGE
+        if self.action_end_id != expected_end:
+            message = (
+                f"action_token_end_idx={self.action_end_id} but the vocabulary layout puts the last action id at "
+                f"image_token_index - 1 - {ACTION_GAP_BELOW_IMAGE} = {expected_end} (action_token_begin_idx "
+                f"{expected_end - N_BINS + 1}); check the action id range in config.json"
+            )
+            if self.vocab_size == RELEASED_VOCAB_SIZE:
+                raise ValueError(message)
+            log.warning("%s (vocabulary of %d, not the released %d: accepted)", message, self.vocab_size,
+                        RELEASED_VOCAB_SIZE)
 
 
 SPECIAL_TOKEN_TEXT = {

@@ -8,12 +8,15 @@ checkpoint directory must carry so deployment normalises exactly as training did
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dtvla_policy.model.conventions import ACTION_DIM, NORMALIZED_DIMS
+from dtvla_policy.model.conventions import ACTION_DIM, COMMAND_NAMES, NORMALIZED_DIMS
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-8  # upstream constant; part of the formula, not a tolerance
 
@@ -28,14 +31,24 @@ class QuantileNormalizer:
     extra: dict = field(default_factory=dict, compare=False)  # mean/std etc., kept for provenance
 
     def __post_init__(self) -> None:
-        q01 = np.asarray(self.q01, dtype=np.float64)
-        q99 = np.asarray(self.q99, dtype=np.float64)
+        try:
+            q01 = np.asarray(self.q01, dtype=np.float64)
+            q99 = np.asarray(self.q99, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"norm stats q01/q99 must be lists of {ACTION_DIM} numbers: {err}") from None
         if q01.shape != (ACTION_DIM,) or q99.shape != (ACTION_DIM,):
             raise ValueError(f"norm stats need {ACTION_DIM} values per quantile, got q01 {q01.shape}, q99 {q99.shape}")
         if not (np.all(np.isfinite(q01)) and np.all(np.isfinite(q99))):
             raise ValueError(f"norm stats contain non-finite values: q01={q01.tolist()} q99={q99.tolist()}")
         if np.any(q99 < q01):
             raise ValueError(f"norm stats have q99 < q01: q01={q01.tolist()} q99={q99.tolist()}")
+        with np.errstate(over="ignore"):
+            span = q99 - q01 + EPS
+        if not np.all(np.isfinite(span)) or not np.all(np.isfinite(np.abs(q01) + span)):
+            raise ValueError(
+                f"norm stats span q99 - q01 overflows float64 (q01={q01.tolist()} q99={q99.tolist()}); actions "
+                "cannot be unnormalised with them: recompute norm_stats.json from the dataset"
+            )
         if len(self.mask) != ACTION_DIM:
             raise ValueError(f"mask needs {ACTION_DIM} entries, got {len(self.mask)}")
         object.__setattr__(self, "q01", q01)
@@ -65,7 +78,15 @@ class QuantileNormalizer:
         if missing:
             raise ValueError(f"norm stats 'action' entry lacks {missing}; found keys {sorted(action)}")
         extra = {k: v for k, v in action.items() if k not in ("q01", "q99")}
-        return cls(q01=np.asarray(action["q01"]), q99=np.asarray(action["q99"]), extra=extra)
+        normalizer = cls(q01=action["q01"], q99=action["q99"], extra=extra)
+        constant = [i for i in np.flatnonzero(normalizer._mask) if normalizer.q01[i] == normalizer.q99[i]]
+        if constant:  # legal (a dim the demonstrations never moved), but every action on it decodes to that value
+            log.warning(
+                "norm stats have q01 == q99 on normalised action dim(s) %s (%s): every predicted value there "
+                "decodes to that constant; check the stats were computed on the right dataset",
+                constant, ", ".join(COMMAND_NAMES[i] for i in constant),
+            )
+        return normalizer
 
     @classmethod
     def from_json(cls, path: str | Path) -> QuantileNormalizer:
@@ -86,7 +107,11 @@ class QuantileNormalizer:
 
 
 def _action_entry(stats: dict) -> dict:
+    if not isinstance(stats, dict):
+        raise ValueError(f"norm stats must be a JSON object with an 'action' entry, got a {type(stats).__name__}")
     stats = stats.get("norm_stats", stats)
+    if not isinstance(stats, dict):
+        raise ValueError(f"norm stats 'norm_stats' entry must be a JSON object, got a {type(stats).__name__}")
     for key in ("action", "actions"):
         if isinstance(stats.get(key), dict):
             return stats[key]
