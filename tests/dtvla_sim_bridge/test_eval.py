@@ -157,6 +157,14 @@ def test_unloadable_checkpoint_fails_before_any_output(tiny_checkpoint: Path, tm
     assert not (tmp_path / "out").exists()
 
 
+def test_cot_cap_beyond_the_model_positions_fails_before_any_output(tiny_checkpoint: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(tiny_checkpoint, tmp_path / "out", "--max-cot-tokens", "100000")) == 2
+    error = capsys.readouterr().err
+    assert "libero_spatial task 0: max_cot_tokens=100000 exceeds" in error and "use at most" in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_dead_worker_is_recorded_and_retried_once(tiny_checkpoint: Path, tmp_path: Path) -> None:
     config = build_config(build_parser().parse_args(_args(tiny_checkpoint, tmp_path, trials=1, workers=1)))
     calls: list[int] = []

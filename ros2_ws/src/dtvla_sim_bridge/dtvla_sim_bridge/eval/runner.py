@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dtvla_policy.protocol import DecodeConfig, Mode
-from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError, suite_tasks
 from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
 from dtvla_sim_bridge.eval.records import (
     MAX_ATTEMPTS,
@@ -86,6 +86,19 @@ class BatchPolicy:
             )
         except Exception as exc:  # any loader failure is the same answer for the user: fix the checkpoint
             raise EvalInputError(f"checkpoint {config.checkpoint} could not be loaded: {exc}") from exc
+        self._check_instructions(config)
+
+    def _check_instructions(self, config: EvalConfig) -> None:
+        """Refuse before any worker starts what every episode of a task would fail on: an instruction the engine
+        refuses, or a CoT cap beyond the model's positions after that task's prompt."""
+        for info in suite_tasks(config.suite):
+            if info.task_id not in config.tasks:
+                continue
+            try:
+                prefix = self.engine.prefix(info.language)
+                self.engine.check_positions(len(prefix), Mode.parse(self.mode), self.engine.decode_config)
+            except ValueError as exc:
+                raise EvalInputError(f"{config.suite} task {info.task_id}: {exc}") from None
 
     @property
     def decode(self) -> dict[str, Any]:
