@@ -173,6 +173,68 @@ def test_stale_observations_are_not_used(rig):
     assert not any(Time.from_msg(c.header.stamp).nanoseconds == stale_ns for c in rig["chunks"])
 
 
+def test_future_stamped_frames_are_rejected_and_counted(rig):
+    future_ns = now_ns(rig) + int(600e9)  # a camera whose clock runs ten minutes ahead
+    before = count(latest_diagnostics(rig)[1], "future_frames")
+    level, _ = wait_diagnostics(rig, lambda v: count(v, "future_frames") > before, "a rejected future frame",
+                                lambda: send_observation(rig, future_ns))
+    assert level == 1  # WARN
+    assert not any(Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in rig["chunks"])
+    assert len(request_chunk(rig, now_ns(rig)).points) == 10  # frames on time are answered again
+
+
+def test_one_future_frame_pair_does_not_stop_replanning(tiny_checkpoint):
+    """`replan.trigger: steps`: a future pair used to become the last chunk stamp that no later frame beat."""
+    process = start_node(NODE, "-r", "__node:=policy_steps", "-p", f"checkpoint:={tiny_checkpoint}",
+                         "-p", "max_cot_tokens:=1", "-p", "mode:=masked", "-p", "replan.trigger:=steps",
+                         "-p", "replan.after_steps:=1", "-p", "publish_reasoning_image:=false",
+                         "-p", "staleness.max_observation_age_s:=30.0")
+    with probe_node("steps_probe") as probe:
+        node = probe.node
+        task = node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS)
+        cameras = {name: node.create_publisher(Image, topic, contract.SENSOR_QOS)
+                   for name, topic in (("agentview", contract.AGENTVIEW_TOPIC), ("wrist", contract.WRIST_TOPIC))}
+        chunks = probe.watch(JointTrajectory, "/policy_steps/action_chunk", contract.COMMAND_QOS)
+        diagnostics = probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
+        for publisher in (task, *cameras.values()):
+            probe.wait_for(lambda p=publisher: p.get_subscription_count() > 0, 60, "the steps node subscribing")
+        task.publish(String(data="put the bowl on the plate"))
+
+        def send_pair(stamp_ns: int) -> None:
+            stamp = Time(nanoseconds=stamp_ns).to_msg()
+            for seed, publisher in enumerate(cameras.values()):
+                publisher.publish(numpy_to_image(camera_image(seed, 64), "rgb8", stamp=stamp))
+
+        def status() -> tuple[int, dict[str, str]]:
+            statuses = [s for d in diagnostics for s in d.status if s.name == "policy_steps: inference"]
+            return (ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}) if statuses else (-1, {})
+
+        future_ns = node.get_clock().now().nanoseconds + int(3600e9)
+        for _ in range(30):  # best effort: resend until the node has seen the pair
+            send_pair(future_ns)
+            try:
+                probe.wait_for(lambda: count(status()[1], "future_frames") >= 2, 1.5, "the future pair counted")
+                break
+            except AssertionError:
+                continue
+        level, values = status()
+        assert count(values, "future_frames") >= 2 and level == 1, values  # both cameras, WARN
+        on_time = []
+        for _ in range(30):  # frames on time get chunks again
+            on_time.append(node.get_clock().now().nanoseconds)
+            send_pair(on_time[-1])
+            try:
+                probe.wait_for(lambda: any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks),
+                               1.5, "a chunk on frames stamped on time")
+                break
+            except AssertionError:
+                continue
+        assert any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks)
+        assert not any(Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in chunks)
+    code, output = stop_node(process)
+    assert code == 0, output
+
+
 def test_engine_error_is_reported_and_the_node_keeps_running(rig):
     tiny = np.zeros((1, 1, 3), np.uint8)  # the engine refuses a 1x1 frame
     before = count(latest_diagnostics(rig)[1], "engine_errors")

@@ -52,6 +52,7 @@ class PolicySettings:
     replan_after_steps: int
     max_observation_age_s: float
     max_camera_skew_s: float
+    max_future_s: float
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     dry_run: bool
@@ -90,6 +91,9 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
                                                          float_range=(0.0, 3600.0))),
     "staleness.max_camera_skew_s": (0.05, _descriptor("max stamp difference of the two camera frames of a pair",
                                                       float_range=(0.0, 10.0), read_only=True)),
+    "staleness.max_future_s": (0.1, _descriptor(
+        "frames stamped more than this ahead of the node clock are rejected and counted (future_frames): a "
+        "clock-skewed camera must not pass as fresh nor block replanning", float_range=(0.0, 60.0))),
     "action_limits.low": ([-1.0] * ACTION_DIM, _descriptor("per-dim lower clip of published commands")),
     "action_limits.high": ([1.0] * ACTION_DIM, _descriptor("per-dim upper clip of published commands")),
     "dry_run": (False, _descriptor("think and publish CoT/diagnostics, but publish no action chunk")),
@@ -116,8 +120,8 @@ class PolicyNode(Node):
         self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
         self.task: str | None = None
         self.stats = {k: 0 for k in ("inferences", "chunks_published", "deadline_misses", "stale_skips",
-                                     "frames_rejected", "joint_states_rejected", "engine_errors", "chunks_clipped",
-                                     "cot_truncated")}
+                                     "frames_rejected", "future_frames", "joint_states_rejected", "engine_errors",
+                                     "chunks_clipped", "cot_truncated")}
         self.last = {"timings": {}, "cot_tokens": 0, "observation_age_ms": float("nan"), "error": "",
                      "joint_state_stamp_ns": None}
         self._warned: set[str] = set()
@@ -155,6 +159,7 @@ class PolicyNode(Node):
             replan_trigger=get("replan.trigger"), replan_after_steps=get("replan.after_steps"),
             max_observation_age_s=get("staleness.max_observation_age_s"),
             max_camera_skew_s=get("staleness.max_camera_skew_s"),
+            max_future_s=get("staleness.max_future_s"),
             action_low=tuple(get("action_limits.low")), action_high=tuple(get("action_limits.high")),
             dry_run=get("dry_run"), publish_reasoning_image=get("publish_reasoning_image"),
         )
@@ -181,7 +186,8 @@ class PolicyNode(Node):
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         fields = {"mode": "mode", "max_cot_tokens": "max_cot_tokens", "dry_run": "dry_run",
                   "publish_reasoning_image": "publish_reasoning_image", "replan.after_steps": "replan_after_steps",
-                  "staleness.max_observation_age_s": "max_observation_age_s", "action_limits.low": "action_low",
+                  "staleness.max_observation_age_s": "max_observation_age_s",
+                  "staleness.max_future_s": "max_future_s", "action_limits.low": "action_low",
                   "action_limits.high": "action_high", "control_rate_hz": "control_rate_hz"}
         updates = {}
         for param in params:
@@ -210,7 +216,17 @@ class PolicyNode(Node):
             self.last["error"] = f"{camera} frame rejected: {err}"
             self._warn_once(f"frame:{camera}:{msg.encoding}", self.last["error"])
             return
-        self.pairer.add(camera, CameraFrame(Time.from_msg(msg.header.stamp).nanoseconds, rgb))
+        stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
+        ahead_s = (stamp_ns - self.get_clock().now().nanoseconds) / 1e9
+        if ahead_s > self.settings.max_future_s:
+            # a future stamp would count as fresh and, once a chunk carried it, no later frame would be newer
+            self.stats["future_frames"] += 1
+            self.last["error"] = (f"{camera} frame stamped {ahead_s:.3f} s ahead of the node clock (limit "
+                                  f"staleness.max_future_s={self.settings.max_future_s} s) rejected; check the "
+                                  "camera's clock and use_sim_time")
+            self._warn_once("future_frame", self.last["error"])
+            return
+        self.pairer.add(camera, CameraFrame(stamp_ns, rgb))
         self._schedule()
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -234,19 +250,24 @@ class PolicyNode(Node):
         if self.task is None:
             return
         settings = self.settings
+        now_ns = self.get_clock().now().nanoseconds
         if settings.replan_trigger == "request":
             if self._pending_request_ns is None:
                 return
             pair = self.pairer.pair_at(self._pending_request_ns)
         else:
             pair = self.pairer.newest_pair()
+            if (self._last_chunk_stamp_ns is not None
+                    and self._last_chunk_stamp_ns - now_ns > int(settings.max_future_s * 1e9)):
+                # the clock went back (e.g. a simulator reset /clock): the old chunk stamp must not block replanning
+                self._last_chunk_stamp_ns = None
             horizon_ns = int(settings.replan_after_steps / settings.control_rate_hz * 1e9)
             if pair is None or (self._last_chunk_stamp_ns is not None
                                 and pair.stamp_ns - self._last_chunk_stamp_ns < horizon_ns):
                 return
         if pair is None:
             return
-        age_s = (self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e9
+        age_s = (now_ns - pair.stamp_ns) / 1e9
         if age_s > settings.max_observation_age_s:
             self.stats["stale_skips"] += 1
             self.last["error"] = f"observation {age_s:.2f} s old (limit {settings.max_observation_age_s} s): skipped"
