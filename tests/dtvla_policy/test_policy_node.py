@@ -210,54 +210,59 @@ def test_one_future_frame_pair_does_not_stop_replanning(tiny_checkpoint):
                          "-p", "max_cot_tokens:=1", "-p", "mode:=masked", "-p", "replan.trigger:=steps",
                          "-p", "replan.after_steps:=1", "-p", "publish_reasoning_image:=false",
                          "-p", "staleness.max_observation_age_s:=30.0")
-    with probe_node("steps_probe") as probe:
-        node = probe.node
-        task = node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS)
-        cameras = {name: node.create_publisher(Image, topic, contract.SENSOR_QOS)
-                   for name, topic in (("agentview", contract.AGENTVIEW_TOPIC), ("wrist", contract.WRIST_TOPIC))}
-        chunks = probe.watch(JointTrajectory, "/policy_steps/action_chunk", contract.COMMAND_QOS)
-        diagnostics = probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
-        for publisher in (task, *cameras.values()):
-            probe.wait_for(lambda p=publisher: p.get_subscription_count() > 0, 60, "the steps node subscribing")
-        task.publish(String(data="put the bowl on the plate"))
+    try:
+        with probe_node("steps_probe") as probe:
+            node = probe.node
+            task = node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS)
+            cameras = {name: node.create_publisher(Image, topic, contract.SENSOR_QOS)
+                       for name, topic in (("agentview", contract.AGENTVIEW_TOPIC), ("wrist", contract.WRIST_TOPIC))}
+            chunks = probe.watch(JointTrajectory, "/policy_steps/action_chunk", contract.COMMAND_QOS)
+            diagnostics = probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
+            for publisher in (task, *cameras.values()):
+                probe.wait_for(lambda p=publisher: p.get_subscription_count() > 0, 60, "the steps node subscribing")
+            task.publish(String(data="put the bowl on the plate"))
 
-        def send_pair(stamp_ns: int) -> None:
-            stamp = Time(nanoseconds=stamp_ns).to_msg()
-            for seed, publisher in enumerate(cameras.values()):
-                publisher.publish(numpy_to_image(camera_image(seed, 64), "rgb8", stamp=stamp))
+            def send_pair(stamp_ns: int) -> None:
+                stamp = Time(nanoseconds=stamp_ns).to_msg()
+                for seed, publisher in enumerate(cameras.values()):
+                    publisher.publish(numpy_to_image(camera_image(seed, 64), "rgb8", stamp=stamp))
 
-        def status() -> tuple[int, dict[str, str]]:
-            statuses = [s for d in diagnostics for s in d.status if s.name == "policy_steps: inference"]
-            return (ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}) if statuses else (-1, {})
+            def status() -> tuple[int, dict[str, str]]:
+                statuses = [s for d in diagnostics for s in d.status if s.name == "policy_steps: inference"]
+                if not statuses:
+                    return -1, {}
+                return ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}
 
-        future_ns = node.get_clock().now().nanoseconds + int(3600e9)
+            future_ns = node.get_clock().now().nanoseconds + int(3600e9)
 
-        def future_pair_seen() -> bool:  # rejected and counted (fixed), or answered with a chunk (used to be)
-            return count(status()[1], "future_frames") >= 2 or any(
-                Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in chunks)
+            def future_pair_seen() -> bool:  # rejected and counted (fixed), or answered with a chunk (used to be)
+                return count(status()[1], "future_frames") >= 2 or any(
+                    Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in chunks)
 
-        for _ in range(30):  # best effort: resend until the node has seen the pair
-            send_pair(future_ns)
-            try:
-                probe.wait_for(future_pair_seen, 1.5, "the future pair seen")
-                break
-            except AssertionError:
-                continue
-        future_level, future_values = status()
-        on_time = []
-        for _ in range(30):  # frames on time get chunks again
-            on_time.append(node.get_clock().now().nanoseconds)
-            send_pair(on_time[-1])
-            try:
-                probe.wait_for(lambda: any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks),
-                               1.5, "a chunk on frames stamped on time")
-                break
-            except AssertionError:
-                continue
-        assert any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks), "replanning wedged"
-        assert not any(Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in chunks)
-        assert count(future_values, "future_frames") >= 2 and future_level == 1, future_values  # both cameras, WARN
-    code, output = stop_node(process)
+            for _ in range(30):  # best effort: resend until the node has seen the pair
+                send_pair(future_ns)
+                try:
+                    probe.wait_for(future_pair_seen, 1.5, "the future pair seen")
+                    break
+                except AssertionError:
+                    continue
+            future_level, future_values = status()
+            on_time = []
+            for _ in range(30):  # frames on time get chunks again
+                on_time.append(node.get_clock().now().nanoseconds)
+                send_pair(on_time[-1])
+                try:
+                    probe.wait_for(lambda: any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks),
+                                   1.5, "a chunk on frames stamped on time")
+                    break
+                except AssertionError:
+                    continue
+            assert any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks), "replanning wedged"
+            stamps = [Time.from_msg(c.header.stamp).nanoseconds for c in chunks]
+            assert future_ns not in stamps, (future_ns, stamps, future_values, status())
+            assert count(future_values, "future_frames") >= 2 and future_level == 1, future_values  # both cameras, WARN
+    finally:  # a failed assertion must not leak the node into later tests' domain
+        code, output = stop_node(process)
     assert code == 0, output
 
 
@@ -410,17 +415,19 @@ def chunks_at(rig, stamps: list[int]) -> list[JointTrajectory]:
 def test_non_finite_decoded_actions_publish_nothing_and_report_error(overflow_checkpoint):
     process = start_node(NODE, "-r", "__node:=policy_overflow", "-p", f"checkpoint:={overflow_checkpoint}",
                          "-p", "mode:=masked", "-p", "staleness.max_observation_age_s:=30.0")
-    with probe_node("overflow_probe") as probe:
-        rig = make_rig(probe, "policy_overflow")
-        stamps = request_until(rig, lambda: count(latest_diagnostics(rig)[1], "non_finite_outputs") >= 2 or
-                               len(rig["chunks"]) > 0, "two non-finite predictions")
-        level, values = latest_diagnostics(rig)
-        assert not chunks_at(rig, stamps) and not rig["chunks"]
-        errors = [s.message for d in rig["diagnostics"] for s in d.status
-                  if s.name == rig["status_name"] and ord(s.level) == 2]
-        assert level == 2 and errors and all("non-finite" in m for m in errors), errors
-        assert count(values, "engine_errors") == 0 and count(values, "chunks_published") == 0
-    code, output = stop_node(process)
+    try:
+        with probe_node("overflow_probe") as probe:
+            rig = make_rig(probe, "policy_overflow")
+            stamps = request_until(rig, lambda: count(latest_diagnostics(rig)[1], "non_finite_outputs") >= 2 or
+                                   len(rig["chunks"]) > 0, "two non-finite predictions")
+            level, values = latest_diagnostics(rig)
+            assert not chunks_at(rig, stamps) and not rig["chunks"]
+            errors = [s.message for d in rig["diagnostics"] for s in d.status
+                      if s.name == rig["status_name"] and ord(s.level) == 2]
+            assert level == 2 and errors and all("non-finite" in m for m in errors), errors
+            assert count(values, "engine_errors") == 0 and count(values, "chunks_published") == 0
+    finally:
+        code, output = stop_node(process)
     assert code == 0, output
     assert output.count("non-finite model output") == 1, output  # one log line per failing streak
 
