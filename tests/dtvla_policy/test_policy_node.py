@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.msg import Log, Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory
 
+from dtvla_policy.inference import engine as engine_module
+from dtvla_policy.inference.engine import PolicyEngine
+from dtvla_policy.model.checkpoint import NORM_STATS_FILE
+from dtvla_policy.model.normalizer import QuantileNormalizer
+from dtvla_policy.model.sequence import prompt_text
 from dtvla_policy.protocol import COT_CAP_EVAL, NODE_MODES
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import numpy_to_image
@@ -34,6 +44,31 @@ def policy_process(tiny_checkpoint):
     code, output = stop_node(process, signal.SIGINT)
     assert code == 0, output
     assert output.count("decoding deviates from upstream: {'max_cot_tokens': 3}") == 1, output  # once, at start
+    assert output.count("bogus_encoding_") <= 1, output  # bad frames: one line per fixed reason, however many
+
+
+def make_rig(probe, node_name: str = "dtvla_policy", task: str = "put the bowl on the plate") -> dict:
+    """Publishers for every input of the node `node_name` and recorders for every output; publishes `task`."""
+    node = probe.node
+    outputs = {key: f"/{node_name}/{key}" for key in ("action_chunk", "chain_of_thought", "reasoning_image")}
+    rig = {
+        "probe": probe,
+        "status_name": f"{node_name}: inference",
+        "task": node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS),
+        "agentview": node.create_publisher(Image, contract.AGENTVIEW_TOPIC, contract.SENSOR_QOS),
+        "wrist": node.create_publisher(Image, contract.WRIST_TOPIC, contract.SENSOR_QOS),
+        "joints": node.create_publisher(JointState, contract.JOINT_STATES_TOPIC, contract.SENSOR_QOS),
+        "request": node.create_publisher(Header, contract.CHUNK_REQUEST_TOPIC, contract.COMMAND_QOS),
+        "chunks": probe.watch(JointTrajectory, outputs["action_chunk"], contract.COMMAND_QOS),
+        "cots": probe.watch(String, outputs["chain_of_thought"], contract.COMMAND_QOS),
+        "images": probe.watch(Image, outputs["reasoning_image"], contract.VIEW_QOS),
+        "diagnostics": probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10),
+    }
+    for key in ("task", "agentview", "wrist", "request"):
+        probe.wait_for(lambda k=key: rig[k].get_subscription_count() > 0, 60, f"{node_name} subscribing to {key}")
+    probe.wait_for(lambda: node.count_publishers(outputs["action_chunk"]) > 0, 30, f"{node_name} publishing chunks")
+    rig["task"].publish(String(data=task))
+    return rig
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +76,9 @@ def rig(policy_process):
     """Probe with publishers for every input of the node and recorders for every output."""
     with probe_node("policy_test_probe") as probe:
         node = probe.node
-        rig = {
-            "probe": probe,
-            "task": node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS),
-            "agentview": node.create_publisher(Image, contract.AGENTVIEW_TOPIC, contract.SENSOR_QOS),
-            "wrist": node.create_publisher(Image, contract.WRIST_TOPIC, contract.SENSOR_QOS),
-            "joints": node.create_publisher(JointState, contract.JOINT_STATES_TOPIC, contract.SENSOR_QOS),
-            "request": node.create_publisher(Header, contract.CHUNK_REQUEST_TOPIC, contract.COMMAND_QOS),
-            "chunks": probe.watch(JointTrajectory, contract.POLICY_ACTION_CHUNK, contract.COMMAND_QOS),
-            "cots": probe.watch(String, "/dtvla_policy/chain_of_thought", contract.COMMAND_QOS),
-            "images": probe.watch(Image, "/dtvla_policy/reasoning_image", contract.VIEW_QOS),
-            "diagnostics": probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10),
-        }
-        for key in ("task", "agentview", "wrist", "request"):
-            probe.wait_for(lambda k=key: rig[k].get_subscription_count() > 0, 60, f"policy node subscribing to {key}")
-        for topic in (contract.POLICY_ACTION_CHUNK, "/dtvla_policy/chain_of_thought", "/dtvla_policy/reasoning_image"):
+        rig = make_rig(probe)
+        for topic in ("/dtvla_policy/chain_of_thought", "/dtvla_policy/reasoning_image"):
             probe.wait_for(lambda t=topic: node.count_publishers(t) > 0, 30, f"policy node publishing {topic}")
-        rig["task"].publish(String(data="put the bowl on the plate"))
         yield rig
 
 
@@ -93,7 +114,7 @@ def request_chunk(rig, stamp_ns: int, timeout: float = 60.0, **kwargs) -> JointT
 
 def latest_diagnostics(rig) -> tuple[int, dict[str, str]]:
     """(level, values) of the newest policy status; (-1, {}) before the first one."""
-    statuses = [s for d in rig["diagnostics"] for s in d.status if s.name == "dtvla_policy: inference"]
+    statuses = [s for d in rig["diagnostics"] for s in d.status if s.name == rig["status_name"]]
     if not statuses:
         return -1, {}
     return ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}
@@ -173,6 +194,78 @@ def test_stale_observations_are_not_used(rig):
     assert not any(Time.from_msg(c.header.stamp).nanoseconds == stale_ns for c in rig["chunks"])
 
 
+def test_future_stamped_frames_are_rejected_and_counted(rig):
+    future_ns = now_ns(rig) + int(600e9)  # a camera whose clock runs ten minutes ahead
+    before = count(latest_diagnostics(rig)[1], "future_frames")
+    level, _ = wait_diagnostics(rig, lambda v: count(v, "future_frames") > before, "a rejected future frame",
+                                lambda: send_observation(rig, future_ns))
+    assert level == 1  # WARN
+    assert not any(Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in rig["chunks"])
+    assert len(request_chunk(rig, now_ns(rig)).points) == 10  # frames on time are answered again
+
+
+def test_one_future_frame_pair_does_not_stop_replanning(tiny_checkpoint):
+    """`replan.trigger: steps`: a future pair used to become the last chunk stamp that no later frame beat."""
+    process = start_node(NODE, "-r", "__node:=policy_steps", "-p", f"checkpoint:={tiny_checkpoint}",
+                         "-p", "max_cot_tokens:=1", "-p", "mode:=masked", "-p", "replan.trigger:=steps",
+                         "-p", "replan.after_steps:=1", "-p", "publish_reasoning_image:=false",
+                         "-p", "staleness.max_observation_age_s:=30.0")
+    try:
+        with probe_node("steps_probe") as probe:
+            node = probe.node
+            task = node.create_publisher(String, contract.TASK_TOPIC, contract.LATCHED_QOS)
+            cameras = {name: node.create_publisher(Image, topic, contract.SENSOR_QOS)
+                       for name, topic in (("agentview", contract.AGENTVIEW_TOPIC), ("wrist", contract.WRIST_TOPIC))}
+            chunks = probe.watch(JointTrajectory, "/policy_steps/action_chunk", contract.COMMAND_QOS)
+            diagnostics = probe.watch(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
+            for publisher in (task, *cameras.values()):
+                probe.wait_for(lambda p=publisher: p.get_subscription_count() > 0, 60, "the steps node subscribing")
+            task.publish(String(data="put the bowl on the plate"))
+
+            def send_pair(stamp_ns: int) -> None:
+                stamp = Time(nanoseconds=stamp_ns).to_msg()
+                for seed, publisher in enumerate(cameras.values()):
+                    publisher.publish(numpy_to_image(camera_image(seed, 64), "rgb8", stamp=stamp))
+
+            def status() -> tuple[int, dict[str, str]]:
+                statuses = [s for d in diagnostics for s in d.status if s.name == "policy_steps: inference"]
+                if not statuses:
+                    return -1, {}
+                return ord(statuses[-1].level), {kv.key: kv.value for kv in statuses[-1].values}
+
+            future_ns = node.get_clock().now().nanoseconds + int(3600e9)
+
+            def future_pair_seen() -> bool:  # rejected and counted (fixed), or answered with a chunk (used to be)
+                return count(status()[1], "future_frames") >= 2 or any(
+                    Time.from_msg(c.header.stamp).nanoseconds == future_ns for c in chunks)
+
+            for _ in range(30):  # best effort: resend until the node has seen the pair
+                send_pair(future_ns)
+                try:
+                    probe.wait_for(future_pair_seen, 1.5, "the future pair seen")
+                    break
+                except AssertionError:
+                    continue
+            future_level, future_values = status()
+            on_time = []
+            for _ in range(30):  # frames on time get chunks again
+                on_time.append(node.get_clock().now().nanoseconds)
+                send_pair(on_time[-1])
+                try:
+                    probe.wait_for(lambda: any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks),
+                                   1.5, "a chunk on frames stamped on time")
+                    break
+                except AssertionError:
+                    continue
+            assert any(Time.from_msg(c.header.stamp).nanoseconds in on_time for c in chunks), "replanning wedged"
+            stamps = [Time.from_msg(c.header.stamp).nanoseconds for c in chunks]
+            assert future_ns not in stamps, (future_ns, stamps, future_values, status())
+            assert count(future_values, "future_frames") >= 2 and future_level == 1, future_values  # both cameras, WARN
+    finally:  # a failed assertion must not leak the node into later tests' domain
+        code, output = stop_node(process)
+    assert code == 0, output
+
+
 def test_engine_error_is_reported_and_the_node_keeps_running(rig):
     tiny = np.zeros((1, 1, 3), np.uint8)  # the engine refuses a 1x1 frame
     before = count(latest_diagnostics(rig)[1], "engine_errors")
@@ -237,3 +330,129 @@ def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):
     output, _ = process.communicate(timeout=60)
     code = process.returncode
     assert code == 1 and "does not exist" in output
+
+
+def test_bad_encodings_are_all_counted_but_logged_a_bounded_number_of_times(rig):
+    """A stream of distinct bad encoding strings used to log one line each (warn-once keyed by the string)."""
+    probe = rig["probe"]
+    rosout_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    logs = probe.watch(Log, "/rosout", rosout_qos)
+    probe.wait_for(lambda: probe.node.count_publishers("/rosout") > 1, 30, "the policy node's /rosout publisher")
+    before = count(latest_diagnostics(rig)[1], "frames_rejected")
+    sent = []
+
+    def resend() -> None:
+        for _ in range(10):
+            msg = numpy_to_image(camera_image(3, 8), "rgb8", stamp=Time(nanoseconds=now_ns(rig)).to_msg())
+            msg.encoding = f"bogus_encoding_{len(sent)}"
+            sent.append(msg.encoding)
+            rig["agentview"].publish(msg)
+
+    _, values = wait_diagnostics(rig, lambda v: count(v, "frames_rejected") >= before + 20,
+                                 "20 rejected frames", resend, timeout=60)
+    rejected = count(values, "frames_rejected") - before
+    newest = [s for d in rig["diagnostics"] for s in d.status if s.name == rig["status_name"]][-1]
+    assert ord(newest.level) == 1 and "bogus_encoding_" in newest.message  # the newest text is on /diagnostics
+    lines = [m for m in logs if m.name == "dtvla_policy" and "bogus_encoding_" in m.msg]
+    assert rejected >= 20 and len(lines) <= 1, (rejected, [m.msg for m in lines])
+
+
+@pytest.fixture(scope="module")
+def nan_weight_checkpoint(tiny_checkpoint, tmp_path_factory) -> tuple[Path, str, str]:
+    """(checkpoint, poisoned task, clean task): one NaN row in the (tied) token embedding of a word only the
+    poisoned task contains, so that task's hidden states and action logits are NaN and the clean task's are not."""
+    path = tmp_path_factory.mktemp("nan") / "ckpt"
+    shutil.copytree(tiny_checkpoint, path)
+    tokenizer = PolicyEngine.from_checkpoint(tiny_checkpoint).ckpt.tokenizer
+    poisoned, clean = "put the bowl on the plate", "open the top drawer"
+    word_ids = set(tokenizer(prompt_text(poisoned), add_special_tokens=False)["input_ids"])
+    word_ids -= set(tokenizer(prompt_text(clean), add_special_tokens=False)["input_ids"])
+    with safe_open(path / "model.safetensors", "pt") as f:
+        metadata = f.metadata()
+    weights = load_file(path / "model.safetensors")
+    weights["model.language_model.model.embed_tokens.weight"][min(word_ids)] = float("nan")
+    save_file(weights, path / "model.safetensors", metadata=metadata)
+    return path, poisoned, clean
+
+
+@pytest.fixture()
+def overflow_checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """Finite norm stats whose range q99 - q01 overflows to inf: today's engine raises FloatingPointError at decode."""
+    path = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, path)
+    stats = QuantileNormalizer(q01=np.full(7, -1e308), q99=np.full(7, 1e308)).to_stats()
+    (path / NORM_STATS_FILE).write_text(json.dumps(stats))
+    try:
+        PolicyEngine.from_checkpoint(path)
+    except ValueError as err:
+        pytest.skip(f"the engine now refuses overflowing norm stats at load ({err}); the NaN-weight test covers "
+                    "the node's non-finite path")
+    return path
+
+
+def request_until(rig, predicate, what: str, task: str | None = None, timeout: float = 60.0) -> list[int]:
+    """Send frame pairs + requests (stamps now) until `predicate()`; returns the stamps sent."""
+    stamps = []
+    for _ in range(int(timeout / 1.5)):
+        if task is not None:
+            rig["task"].publish(String(data=task))
+        stamps.append(now_ns(rig))
+        send_observation(rig, stamps[-1])
+        try:
+            rig["probe"].wait_for(predicate, 1.5, what)
+            break
+        except AssertionError:
+            continue
+    assert predicate(), f"never saw {what}"
+    return stamps
+
+
+def chunks_at(rig, stamps: list[int]) -> list[JointTrajectory]:
+    return [c for c in rig["chunks"] if Time.from_msg(c.header.stamp).nanoseconds in stamps]
+
+
+def test_non_finite_decoded_actions_publish_nothing_and_report_error(overflow_checkpoint):
+    process = start_node(NODE, "-r", "__node:=policy_overflow", "-p", f"checkpoint:={overflow_checkpoint}",
+                         "-p", "mode:=masked", "-p", "staleness.max_observation_age_s:=30.0")
+    try:
+        with probe_node("overflow_probe") as probe:
+            rig = make_rig(probe, "policy_overflow")
+            stamps = request_until(rig, lambda: count(latest_diagnostics(rig)[1], "non_finite_outputs") >= 2 or
+                                   len(rig["chunks"]) > 0, "two non-finite predictions")
+            level, values = latest_diagnostics(rig)
+            assert not chunks_at(rig, stamps) and not rig["chunks"]
+            errors = [s.message for d in rig["diagnostics"] for s in d.status
+                      if s.name == rig["status_name"] and ord(s.level) == 2]
+            assert level == 2 and errors and all("non-finite" in m for m in errors), errors
+            assert count(values, "engine_errors") == 0 and count(values, "chunks_published") == 0
+    finally:
+        code, output = stop_node(process)
+    assert code == 0, output
+    assert output.count("non-finite model output") == 1, output  # one log line per failing streak
+
+
+@pytest.mark.xfail(not hasattr(engine_module, "NonFiniteOutputError"), strict=True,
+                   reason="needs the engine's non-finite logit check (issue 9 item 1, NonFiniteOutputError): today "
+                          "NaN logits argmax to bin 0 and a finite chunk is published")
+def test_nan_weight_publishes_nothing_then_recovers_on_a_finite_prediction(nan_weight_checkpoint):
+    checkpoint, poisoned, clean = nan_weight_checkpoint
+    process = start_node(NODE, "-r", "__node:=policy_nan", "-p", f"checkpoint:={checkpoint}",
+                         "-p", "mode:=masked", "-p", "staleness.max_observation_age_s:=30.0")
+    try:
+        with probe_node("nan_probe") as probe:
+            rig = make_rig(probe, "policy_nan", task=poisoned)
+            poisoned_stamps = request_until(
+                rig, lambda: count(latest_diagnostics(rig)[1], "non_finite_outputs") >= 1 or len(rig["chunks"]) > 0,
+                "a non-finite prediction")
+            assert not chunks_at(rig, poisoned_stamps), "a chunk was published from NaN logits"
+            level, values = latest_diagnostics(rig)
+            assert level == 2 and count(values, "non_finite_outputs") >= 1
+            failed = count(values, "non_finite_outputs")
+            clean_stamps = request_until(rig, lambda: len(rig["chunks"]) > 0, "a chunk for the clean task", clean)
+            assert len(chunks_at(rig, clean_stamps)[0].points) == 10
+            level, values = wait_diagnostics(rig, lambda v: count(v, "chunks_published") >= 1, "a published chunk")
+            assert level < 2 and count(values, "non_finite_outputs") >= failed  # recovered, the count is kept
+    finally:
+        code, output = stop_node(process)
+    assert code == 0, output

@@ -37,6 +37,11 @@ from dtvla_policy.ros.node_runner import run_node
 
 RUNTIME_MODES = tuple(m.value for m in NODE_MODES)
 
+# The reasons a log line may be limited to once per run. Keys are these fixed names, never message text (a stream
+# of varying encoding strings must not grow the set or flood the log); every occurrence is counted in /diagnostics,
+# whose message carries the newest text.
+WARN_ONCE_REASONS = frozenset({"frame:agentview", "frame:wrist", "future_frame", "joint_nan", "stale"})
+
 
 @dataclass(frozen=True)
 class PolicySettings:
@@ -52,6 +57,7 @@ class PolicySettings:
     replan_after_steps: int
     max_observation_age_s: float
     max_camera_skew_s: float
+    max_future_s: float
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     dry_run: bool
@@ -90,6 +96,9 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
                                                          float_range=(0.0, 3600.0))),
     "staleness.max_camera_skew_s": (0.05, _descriptor("max stamp difference of the two camera frames of a pair",
                                                       float_range=(0.0, 10.0), read_only=True)),
+    "staleness.max_future_s": (0.1, _descriptor(
+        "frames stamped more than this ahead of the node clock are rejected and counted (future_frames): a "
+        "clock-skewed camera must not pass as fresh nor block replanning", float_range=(0.0, 60.0))),
     "action_limits.low": ([-1.0] * ACTION_DIM, _descriptor("per-dim lower clip of published commands")),
     "action_limits.high": ([1.0] * ACTION_DIM, _descriptor("per-dim upper clip of published commands")),
     "dry_run": (False, _descriptor("think and publish CoT/diagnostics, but publish no action chunk")),
@@ -116,10 +125,10 @@ class PolicyNode(Node):
         self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
         self.task: str | None = None
         self.stats = {k: 0 for k in ("inferences", "chunks_published", "deadline_misses", "stale_skips",
-                                     "frames_rejected", "joint_states_rejected", "engine_errors", "chunks_clipped",
-                                     "cot_truncated")}
+                                     "frames_rejected", "future_frames", "joint_states_rejected", "engine_errors",
+                                     "non_finite_outputs", "chunks_clipped", "cot_truncated")}
         self.last = {"timings": {}, "cot_tokens": 0, "observation_age_ms": float("nan"), "error": "",
-                     "joint_state_stamp_ns": None}
+                     "error_level": DiagnosticStatus.OK, "joint_state_stamp_ns": None, "non_finite_streak": 0}
         self._warned: set[str] = set()
         self._job: tuple[FramePair, str] | None = None
         self._pending_request_ns: int | None = None
@@ -155,6 +164,7 @@ class PolicyNode(Node):
             replan_trigger=get("replan.trigger"), replan_after_steps=get("replan.after_steps"),
             max_observation_age_s=get("staleness.max_observation_age_s"),
             max_camera_skew_s=get("staleness.max_camera_skew_s"),
+            max_future_s=get("staleness.max_future_s"),
             action_low=tuple(get("action_limits.low")), action_high=tuple(get("action_limits.high")),
             dry_run=get("dry_run"), publish_reasoning_image=get("publish_reasoning_image"),
         )
@@ -181,7 +191,8 @@ class PolicyNode(Node):
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         fields = {"mode": "mode", "max_cot_tokens": "max_cot_tokens", "dry_run": "dry_run",
                   "publish_reasoning_image": "publish_reasoning_image", "replan.after_steps": "replan_after_steps",
-                  "staleness.max_observation_age_s": "max_observation_age_s", "action_limits.low": "action_low",
+                  "staleness.max_observation_age_s": "max_observation_age_s",
+                  "staleness.max_future_s": "max_future_s", "action_limits.low": "action_low",
                   "action_limits.high": "action_high", "control_rate_hz": "control_rate_hz"}
         updates = {}
         for param in params:
@@ -198,19 +209,35 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------------------------------ callbacks
     def _warn_once(self, key: str, message: str) -> None:
+        if key not in WARN_ONCE_REASONS:
+            raise ValueError(f"warn-once key {key!r} is not one of {sorted(WARN_ONCE_REASONS)}")
         if key not in self._warned:
             self._warned.add(key)
             self.get_logger().warning(message)
+
+    def _report(self, level: bytes, message: str) -> None:
+        """The newest problem, shown on /diagnostics until the next good prediction."""
+        self.last.update(error=message, error_level=level)
 
     def _on_image(self, camera: str, msg: Image) -> None:
         try:
             rgb = image_to_rgb8(msg)
         except ImageConversionError as err:
             self.stats["frames_rejected"] += 1
-            self.last["error"] = f"{camera} frame rejected: {err}"
-            self._warn_once(f"frame:{camera}:{msg.encoding}", self.last["error"])
+            self._report(DiagnosticStatus.WARN, f"{camera} frame rejected: {err}")
+            self._warn_once(f"frame:{camera}", self.last["error"])
             return
-        self.pairer.add(camera, CameraFrame(Time.from_msg(msg.header.stamp).nanoseconds, rgb))
+        stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
+        ahead_s = (stamp_ns - self.get_clock().now().nanoseconds) / 1e9
+        if ahead_s > self.settings.max_future_s:
+            # a future stamp would count as fresh and, once a chunk carried it, no later frame would be newer
+            self.stats["future_frames"] += 1
+            self._report(DiagnosticStatus.WARN, f"{camera} frame stamped {ahead_s:.3f} s ahead of the node clock "
+                         f"(limit staleness.max_future_s={self.settings.max_future_s} s) rejected; check the camera's "
+                         "clock and use_sim_time")
+            self._warn_once("future_frame", self.last["error"])
+            return
+        self.pairer.add(camera, CameraFrame(stamp_ns, rgb))
         self._schedule()
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -234,22 +261,28 @@ class PolicyNode(Node):
         if self.task is None:
             return
         settings = self.settings
+        now_ns = self.get_clock().now().nanoseconds
         if settings.replan_trigger == "request":
             if self._pending_request_ns is None:
                 return
             pair = self.pairer.pair_at(self._pending_request_ns)
         else:
             pair = self.pairer.newest_pair()
+            if (self._last_chunk_stamp_ns is not None
+                    and self._last_chunk_stamp_ns - now_ns > int(settings.max_future_s * 1e9)):
+                # the clock went back (e.g. a simulator reset /clock): the old chunk stamp must not block replanning
+                self._last_chunk_stamp_ns = None
             horizon_ns = int(settings.replan_after_steps / settings.control_rate_hz * 1e9)
             if pair is None or (self._last_chunk_stamp_ns is not None
                                 and pair.stamp_ns - self._last_chunk_stamp_ns < horizon_ns):
                 return
         if pair is None:
             return
-        age_s = (self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e9
+        age_s = (now_ns - pair.stamp_ns) / 1e9
         if age_s > settings.max_observation_age_s:
             self.stats["stale_skips"] += 1
-            self.last["error"] = f"observation {age_s:.2f} s old (limit {settings.max_observation_age_s} s): skipped"
+            self._report(DiagnosticStatus.WARN,
+                         f"observation {age_s:.2f} s old (limit {settings.max_observation_age_s} s): skipped")
             self._warn_once("stale", self.last["error"])
             self._pending_request_ns = None
             return
@@ -274,7 +307,7 @@ class PolicyNode(Node):
             try:
                 self._infer_and_publish(pair, task)
             except Exception as err:  # noqa: BLE001 - a publish failure must not kill the worker thread
-                self.last["error"] = f"publishing failed: {type(err).__name__}: {err}"
+                self._report(DiagnosticStatus.WARN, f"publishing failed: {type(err).__name__}: {err}")
                 self.get_logger().error(self.last["error"])
             finally:
                 with self._cv:
@@ -288,12 +321,24 @@ class PolicyNode(Node):
             prediction = self.engine.predict_batch(
                 [Observation(pair.agentview.image, pair.wrist.image, task)], settings.mode, self._decode_config(),
             )[0]
+        except FloatingPointError as err:  # the engine's NonFiniteOutputError (issue 9) is a FloatingPointError
+            # no chunk for this request: the bridge's miss/hold path keeps the robot still
+            self.stats["non_finite_outputs"] += 1
+            self.last["non_finite_streak"] += 1
+            self._report(DiagnosticStatus.ERROR, f"non-finite model output, no chunk published: {err}")
+            if self.last["non_finite_streak"] == 1:  # one line per failing streak, not one per request
+                self.get_logger().error(f"{self.last['error']}; holding until a prediction is finite again")
+            self._publish_diagnostics()
+            return
         except Exception as err:  # noqa: BLE001 - any engine failure is reported and the node keeps running
             self.stats["engine_errors"] += 1
-            self.last["error"] = f"engine error: {type(err).__name__}: {err}"
+            self._report(DiagnosticStatus.ERROR, f"engine error: {type(err).__name__}: {err}")
             self.get_logger().error(self.last["error"])
             self._publish_diagnostics()
             return
+        if self.last["non_finite_streak"]:
+            self.get_logger().info(f"prediction finite again after {self.last['non_finite_streak']} non-finite ones")
+            self.last["non_finite_streak"] = 0
         actions = np.clip(prediction.actions, settings.action_low, settings.action_high)
         if not np.array_equal(actions, prediction.actions):
             self.stats["chunks_clipped"] += 1
@@ -308,6 +353,7 @@ class PolicyNode(Node):
         if elapsed > settings.replan_after_steps / settings.control_rate_hz:
             self.stats["deadline_misses"] += 1
         self.last.update(timings=prediction.timings, cot_tokens=prediction.cot_tokens, error="",
+                         error_level=DiagnosticStatus.OK,
                          observation_age_ms=(self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6)
         if settings.publish_reasoning_image:
             view = render_reasoning_view(pair.agentview.image, pair.wrist.image, prediction.cot, actions,
@@ -336,11 +382,11 @@ class PolicyNode(Node):
         level = DiagnosticStatus.OK
         message = "ok"
         if self.last["error"]:
-            level, message = DiagnosticStatus.WARN, self.last["error"]
-            if self.last["error"].startswith("engine error"):
-                level = DiagnosticStatus.ERROR
+            level, message = self.last["error_level"], self.last["error"]
         elif self.task is None:
             level, message = DiagnosticStatus.WARN, "waiting for a task instruction"
+        if self.last["non_finite_streak"] and level != DiagnosticStatus.ERROR:  # a later warning must not hide it
+            level, message = DiagnosticStatus.ERROR, f"last prediction non-finite, no chunk published; then: {message}"
         values = {"mode": settings.mode, "checkpoint": settings.checkpoint, "dry_run": settings.dry_run,
                   "max_cot_tokens": settings.max_cot_tokens,
                   "decode_deviations": json.dumps(self._decode_config().deviations(), sort_keys=True),
