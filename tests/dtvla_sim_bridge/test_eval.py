@@ -121,11 +121,34 @@ def test_resume_runs_only_the_missing_episode(full_run: OutputPaths, tiny_checkp
     assert len(_lines(paths.episodes)) == 2
 
 
+def test_empty_manifest_without_episodes_is_a_fresh_start(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    paths = OutputPaths.of(tmp_path, SUITE)
+    paths.manifest.write_text("")  # what an in-place write killed before its first byte leaves
+    assert main(_args(tiny_checkpoint, tmp_path, trials=1, workers=1)) == 0
+    assert json.loads(paths.manifest.read_text())["config"]["trials"] == 1 and len(_lines(paths.episodes)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
 def test_resume_refuses_a_different_protocol(full_run: OutputPaths, tiny_checkpoint: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = full_run.episodes.parent
     assert main(_args(tiny_checkpoint, out, "--mode", "masked")) == 2
     assert "mode: recorded 'full', now 'masked'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["", "   \n", '{"config": {"suite": "libero_spat', '["not", "a", "manifest"]'])
+def test_unusable_manifest_of_recorded_episodes_is_refused_with_the_fix(tiny_checkpoint: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       content: str) -> None:
+    paths = OutputPaths.of(tmp_path, SUITE)
+    paths.episodes.write_text(json.dumps({"task": 0, "init_state": 0, "status": "ok"}) + "\n")
+    paths.manifest.write_text(content)  # torn by a kill, or edited
+    assert main(_args(tiny_checkpoint, tmp_path)) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("dtvla-eval:")]  # LIBERO logs its task order
+    assert "Traceback" not in err and line.startswith(f"dtvla-eval: error: {paths.manifest} is")
+    assert line.endswith("delete both files to start over, or use another --out")
+    assert paths.manifest.read_text() == content  # refused before anything was written
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,11 @@ class DatasetMeta:
         for key in ("data_path", "features"):
             if key not in info:
                 raise ValueError(f"{root / INFO_FILE} has no {key!r}; found keys {sorted(info)}")
+        if not isinstance(info["data_path"], str) or not isinstance(info["features"], dict):
+            raise ValueError(f"{root / INFO_FILE}: 'data_path' must be a string and 'features' an object, got "
+                             f"{type(info['data_path']).__name__} and {type(info['features']).__name__}")
+        if not all(isinstance(feature, dict) for feature in info["features"].values()):
+            raise ValueError(f"{root / INFO_FILE}: every entry of 'features' must be an object (dtype, shape, ...)")
         _check_features(root, info)
         tasks: dict[int, str] = {}
         for _, row in _read_jsonl(root / TASKS_FILE, ("task_index", "task")):

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dtvla_policy.atomic_file import cut_torn_tail
 from dtvla_sim_bridge.eval.stats import wilson_interval
 
 MAX_ATTEMPTS = 2  # an episode whose worker died or whose simulator failed is retried once
@@ -25,17 +26,8 @@ class EpisodeLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
+        cut_torn_tail(path)  # a kill mid-write left a partial line: cut it, so that episode simply runs again
         self._file = path.open("a", encoding="utf-8")
-
-    def _drop_torn_tail(self) -> None:
-        """A kill during a write leaves a line without its newline: cut it, so that episode simply runs again."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.path.open("r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, sort_keys=True) + "\n")

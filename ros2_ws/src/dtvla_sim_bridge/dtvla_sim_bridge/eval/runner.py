@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dtvla_policy.atomic_file import write_json, write_text
 from dtvla_policy.protocol import DecodeConfig, Mode
 from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError, suite_tasks
 from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
@@ -42,6 +43,7 @@ from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worke
 BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
 POLL_S = 0.2
 MAX_STARTUP_DEATHS = 3  # workers dying before taking a job point at the machine, not an episode: give up
+MANIFEST_KEYS = frozenset({"config", "path", "checkpoint_sha256"})  # what the resume check reads
 
 
 @dataclass(frozen=True)
@@ -274,20 +276,49 @@ class WorkerPool:
         self.workers.clear()
 
 
-def _write_manifest(config: EvalConfig, paths: OutputPaths, hashes: dict[str, str],
-                    decode: dict[str, Any]) -> dict[str, Any]:
+def _read_manifest(paths: OutputPaths) -> dict[str, Any] | None:
+    """The manifest of the run already in --out, or None for a fresh directory; EvalInputError if unusable.
+
+    Called before the policy loads, so an unusable manifest costs no model load. An empty manifest with no episode
+    recorded (left by a version that wrote it in place) holds nothing to protect and is treated as absent.
+    """
+    if not paths.manifest.exists():
+        return None
+    try:
+        text = paths.manifest.read_text(encoding="utf-8")
+        if not text.strip() and not read_records(paths.episodes):
+            return None
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _unusable_manifest(paths, f"is not valid JSON ({'empty' if not text.strip() else exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unusable_manifest(paths, f"cannot be read ({exc})") from None
+    if not isinstance(manifest, dict) or not MANIFEST_KEYS <= manifest.keys() or not isinstance(
+            manifest["config"], dict):
+        raise _unusable_manifest(paths, f"is not an evaluation manifest (a JSON object with "
+                                        f"{', '.join(sorted(MANIFEST_KEYS))})")
+    return manifest
+
+
+def _unusable_manifest(paths: OutputPaths, problem: str) -> EvalInputError:
+    return EvalInputError(
+        f"{paths.manifest} {problem}, so the episodes recorded in {paths.episodes.name} cannot be checked against "
+        "this run's settings; restore the manifest, or delete both files to start over, or use another --out"
+    )
+
+
+def _write_manifest(config: EvalConfig, paths: OutputPaths, previous: dict[str, Any] | None,
+                    hashes: dict[str, str], decode: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest on a first run; on a resumption check it matches and log the resumption in it."""
     manifest = build_manifest(config, hashes, decode)
-    if paths.manifest.exists():
-        previous = json.loads(paths.manifest.read_text())
+    if previous is not None:
         check_resumable(previous, manifest, paths.manifest)
         previous.setdefault("resumptions", []).append(
             {key: manifest[key] for key in ("created", "machine", "packages")}
             | {"trials": config.trials, "tasks": list(config.tasks), "workers": config.workers}
         )
         manifest = previous
-    paths.manifest.parent.mkdir(parents=True, exist_ok=True)
-    paths.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(paths.manifest, manifest, sort_keys=True)
     return manifest
 
 
@@ -296,8 +327,8 @@ def write_summary(config: EvalConfig, paths: OutputPaths) -> dict[str, Any]:
     meta = {"suite": config.suite, "mode": config.mode, "max_steps": config.max_steps,
             "path": "ros" if config.via_ros else "in_process", "trials": config.trials, "tasks_run": list(config.tasks)}
     summary = summarize(read_records(paths.episodes), config.jobs, meta)
-    paths.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
-    paths.summary_md.write_text(summary_markdown(summary))
+    write_json(paths.summary_json, summary)
+    write_text(paths.summary_md, summary_markdown(summary))
     return summary
 
 
@@ -306,6 +337,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     random.seed(config.seed)
     np.random.seed(config.seed)
     paths = OutputPaths.of(config.out, config.suite)
+    previous = _read_manifest(paths)
     hashes = checkpoint_hashes(config.checkpoint)
     if config.via_ros:
         from dtvla_sim_bridge.eval.ros_runner import RosEpisodes
@@ -317,7 +349,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
         policy = BatchPolicy(config)
         run_jobs = WorkerPool(config, policy, paths.videos).run
         decode = policy.decode
-    _write_manifest(config, paths, hashes, decode)
+    _write_manifest(config, paths, previous, hashes, decode)
     records = read_records(paths.episodes)
     videos = set(config.video_episodes)
     jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
