@@ -141,7 +141,8 @@ def test_without_the_scan_a_bad_image_falls_back_to_the_next_frame(root, caplog)
     with caplog.at_level(logging.WARNING):
         sample = dataset[8]
         dataset[8]
-    assert (sample.episode_index, sample.frame_index) == (0, 9)
+    assert (sample.episode_index, sample.frame_index, sample.fallbacks) == (0, 9, 1)  # it says it stands in
+    assert dataset[9].fallbacks == 0
     assert dataset.report.load_fallbacks == 2 and caplog.text.count("returning the next frame") == 1
 
 

@@ -79,7 +79,7 @@ def test_missing_dataset_is_refused_before_training(tmp_path, capsys):
         load_config(path).check_inputs()
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(path)])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2  # a refusal, as every CLI's
     assert "dataset directory" in capsys.readouterr().err
 
 

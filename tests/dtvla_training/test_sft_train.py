@@ -1,6 +1,7 @@
 """SFT end to end on CPU with the tiny checkpoint and the synthetic dataset, through the real reader and DeepSpeed:
-the loss falls, checkpoints load in the inference engine, a killed run resumes exactly, two gloo processes stay in
-step, and a NaN loss stops the run naming the step."""
+the loss falls, checkpoints load in the inference engine, a killed run resumes exactly (torn metrics line and all),
+two gloo processes stay in step, decode-time fallbacks are counted over workers and ranks, bad inputs are refused
+before the process group and the model, and a NaN loss stops the run naming the step."""
 
 import json
 import os
@@ -20,13 +21,15 @@ from safetensors.torch import load_file, save_file
 from dtvla_policy.atomic_directory import current_umask
 from dtvla_policy.inference.engine import DecodeConfig, PolicyEngine
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE, load_checkpoint
-from dtvla_training.data.lerobot_dataset import CotDataset
+from dtvla_training.data.lerobot_dataset import AGENTVIEW_KEY, CotDataset
 from dtvla_training.sft.checkpoint_io import LATEST_FILE, TRAIN_STATE_DIR, TRAINER_STATE_FILE
 from dtvla_training.sft.collate import SftCollator
 from dtvla_training.sft.config import ConfigError, load_config
 from dtvla_training.sft.metrics import read_metrics
 from dtvla_training.sft.objective import SftObjective
-from dtvla_training.sft.train import NonFiniteLossError, SftTrainer, train
+from dtvla_training.sft.sampling import ResumableDistributedSampler
+from dtvla_training.sft.train import DATA_REPORT_FILE, NonFiniteLossError, SftTrainer, train
+from tests.fixtures.datasets import copy_dataset, set_cell, truncated_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / "config/train/tiny.yaml"
@@ -150,6 +153,8 @@ def test_killed_run_resumes_with_the_same_losses_as_an_uninterrupted_one(tiny_da
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
     assert (out / "checkpoints" / LATEST_FILE).read_text().strip() == "step_00000003"
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]
+    with (out / "metrics.jsonl").open("a") as metrics:  # a kill in the middle of appending step 6's record
+        metrics.write('{"step": 6, "epoch": 0, "lo')
 
     resumed = subprocess.run(args + ["--resume"], env=child_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -164,9 +169,47 @@ def test_killed_run_resumes_with_the_same_losses_as_an_uninterrupted_one(tiny_da
         torch.testing.assert_close(final[name], tensor, rtol=1e-6, atol=1e-7)
 
 
+def with_torn_images(tiny_dataset: Path, root: Path) -> Path:
+    """A copy of the dataset whose episode 0 and 1 agentview images are torn JPEGs: they pass the index scan and
+    fail to decode, so every read of those frames falls back to the next frame at training time."""
+    root = copy_dataset(tiny_dataset, root)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # header << body: cut in the body
+    torn = {"bytes": truncated_jpeg(noise), "path": "torn.jpg"}
+    for episode in (0, 1):
+        for row in range(24):
+            set_cell(root, episode, AGENTVIEW_KEY, row, torn)
+    return root
+
+
+def expected_fallbacks(root: Path, world_size: int, samples_per_rank: int, seed: int = 429) -> int:
+    """Fallbacks of the samples the ranks consume first, read here in the order the trainer's sampler gives."""
+    dataset = CotDataset(root, image_size=56)
+    assert dataset.report.bad_images == 0  # the scan cannot see the damage: only decoding finds it
+    total = 0
+    for rank in range(world_size):
+        keys = list(ResumableDistributedSampler(dataset, world_size, rank, seed=seed))[:samples_per_rank]
+        total += sum(dataset[index].fallbacks for _, index in keys)
+    return total
+
+
+def test_decode_fallbacks_in_dataloader_workers_reach_the_metrics_and_the_data_report(tiny_dataset, tiny_checkpoint,
+                                                                                      tmp_path):
+    root = with_torn_images(tiny_dataset, tmp_path / "ds")
+    out = tmp_path / "run"
+    result = train(load_config(TINY_YAML, overrides(root, tiny_checkpoint, out, max_steps=3, save_every=2,
+                                                     num_workers=2)))
+    expected = expected_fallbacks(root, world_size=1, samples_per_rank=3 * 2)
+    assert expected > 0
+    assert sum(r["load_fallbacks"] for r in result.records) == result.records[-1]["load_fallbacks_total"] == expected
+    report = json.loads((out / DATA_REPORT_FILE).read_text())
+    assert report["load_fallbacks"] == expected and report["through_step"] == 3
+    assert json.loads((result.checkpoint / TRAINER_STATE_FILE).read_text())["load_fallbacks"] == expected
+
+
 def test_two_gloo_processes_take_identical_optimizer_steps(tiny_dataset, tiny_checkpoint, tmp_path):
     out = tmp_path / "two"
-    values = overrides(tiny_dataset, tiny_checkpoint, out, max_steps=2, save_every=2, micro_batch_size=1,
+    root = with_torn_images(tiny_dataset, tmp_path / "ds")  # fallbacks on both ranks: their sum is reported
+    values = overrides(root, tiny_checkpoint, out, max_steps=2, save_every=2, micro_batch_size=1,
                        grad_accum_steps=2)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "dtvla_training.sft.train", *cli(values)]
@@ -182,3 +225,59 @@ def test_two_gloo_processes_take_identical_optimizer_steps(tiny_dataset, tiny_ch
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert len(changed) == len(before), "every parameter should have moved after two AdamW steps"
     assert [r["step"] for r in read_metrics(out)] == [1, 2]
+    expected = expected_fallbacks(root, world_size=2, samples_per_rank=2 * 2)
+    assert expected > 0 and state["load_fallbacks"] == expected
+    assert json.loads((out / DATA_REPORT_FILE).read_text())["load_fallbacks"] == expected
+
+
+def refusal(args: list[str]) -> str:
+    """Run the trainer CLI; it must exit 2 with one error line and no traceback. Returns that line."""
+    done = subprocess.run([sys.executable, "-m", "dtvla_training.sft.train", *args], env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("dtvla-train-sft: error: ")]
+    return line
+
+
+def _bad_info_json(root: Path, out: Path) -> None:
+    (root / "meta/info.json").write_text('{"codebase_version": "v2.1", "features": {')
+
+
+def _norm_stats_not_a_dict(root: Path, out: Path) -> None:
+    (root / "meta/norm_stats.json").write_text("[1, 2, 3]")
+
+
+def _no_usable_frame(root: Path, out: Path) -> None:
+    for path in (root / "data").rglob("*.parquet"):
+        path.unlink()
+
+
+def _output_dir_is_a_file(root: Path, out: Path) -> None:
+    out.write_text("not a directory")
+
+
+def _torn_trainer_state(root: Path, out: Path) -> None:
+    step = out / "checkpoints/step_00000003"
+    (step / TRAIN_STATE_DIR).mkdir(parents=True)
+    (step / TRAINER_STATE_FILE).write_text('{"step": 3, "epo')
+    (out / "checkpoints" / LATEST_FILE).write_text("step_00000003\n")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_bad_info_json, "meta/info.json is not valid JSON"),
+    (_norm_stats_not_a_dict, "norm_stats.json are unusable"),
+    (_no_usable_frame, "has no usable frames"),
+    (_output_dir_is_a_file, "is a file, not a directory"),
+    (_torn_trainer_state, "trainer_state.json cannot be read"),
+])
+def test_bad_input_is_refused_before_the_process_group_and_the_model(tiny_dataset, tiny_checkpoint, tmp_path, damage,
+                                                                     message):
+    root = copy_dataset(tiny_dataset, tmp_path / "ds")
+    # Weights that cannot load: had the model been loaded before the data was checked, that would be the error.
+    checkpoint = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    (checkpoint / "model.safetensors").write_bytes(b"not safetensors")
+    out = tmp_path / "out"
+    damage(root, out)
+    resume = ["--resume"] if damage is _torn_trainer_state else []
+    assert message in refusal(cli(overrides(root, checkpoint, out, max_steps=2)) + resume)

@@ -21,7 +21,7 @@ import logging
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,7 +196,8 @@ class DataReport:
     long_reasoning: int = 0  # frames skipped: reasoning longer than max_reasoning_tokens (not truncated)
     resized_images: int = 0  # images whose stored size differs from info.json (resized to image_size like all)
     short_episodes: int = 0  # episodes shorter than a chunk: kept, chunks padded with the last action
-    load_fallbacks: int = 0  # __getitem__ reads that failed and returned the next frame (this process only)
+    load_fallbacks: int = 0  # __getitem__ reads that failed and returned the next frame (this process only;
+    # the trainer sums Sample.fallbacks over all workers and ranks into its data_report.json)
     images_scanned: bool = False  # whether bad_images / resized_images come from a scan of every image
     examples: list[str] = field(default_factory=list)  # the first problems, with episode and file
 
@@ -339,7 +340,8 @@ class CotDataset:
         index %= n
         for attempt in range(n):
             try:
-                return self._load(index, (index + attempt) % n)
+                sample = self._load(index, (index + attempt) % n)
+                return replace(sample, fallbacks=attempt) if attempt else sample
             except _UnreadableRow as err:
                 self.report.load_fallbacks += 1
                 if self.report.load_fallbacks == 1:

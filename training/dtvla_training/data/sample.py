@@ -19,6 +19,8 @@ class Sample:
     reasoning: the CoT text without the `<think>` tags and outer whitespace, decoded from token ids when the dataset
         stores ids; "" for an empty thought.
     episode_index, frame_index: provenance, for logging and the resumable data position.
+    fallbacks: reads that failed before this frame was returned in place of the one asked for (0 normally); it
+        travels with the sample out of a DataLoader worker, so the trainer can count them for the whole run.
     """
 
     agentview: np.ndarray
@@ -28,3 +30,4 @@ class Sample:
     reasoning: str
     episode_index: int
     frame_index: int
+    fallbacks: int = 0

@@ -29,12 +29,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from dtvla_policy.atomic_directory import share_files
+from dtvla_policy.atomic_file import write_json, write_text
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE, check_tokenizer
 from dtvla_policy.model.conventions import TokenIds
 from dtvla_policy.model.modeling import DeepThinkVLA
+from dtvla_training.sft.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ TRAIN_STATE_DIR = "train_state"
 TRAINER_STATE_FILE = "trainer_state.json"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 DEEPSPEED_TAG = "engine"  # DeepSpeed's sub-directory inside train_state/
+# trainer_state.json entries a resume reads: the data position and the batch geometry it is valid for.
+RESUME_KEYS = ("step", "epoch", "samples_into_epoch", "world_size", "micro_batch_size", "grad_accum_steps", "seed",
+               "dataset_size")
 
 
 def step_dir_name(step: int) -> str:
@@ -51,31 +56,41 @@ def step_dir_name(step: int) -> str:
 
 
 @dataclass(frozen=True)
-class InitModel:
-    """The checkpoint a run starts from."""
+class InitFiles:
+    """What a run needs from its starting checkpoint before the weights: model config and tokenizer."""
 
-    model: DeepThinkVLA
+    model_config: PretrainedConfig
     tokenizer: PreTrainedTokenizerBase
     token_ids: TokenIds
 
 
-def load_init_model(path: Path) -> InitModel:
-    """Load the starting weights in fp32 (DeepSpeed keeps fp32 masters and casts for bf16 itself).
+def load_init_files(path: Path) -> InitFiles:
+    """config.json and the tokenizer, checked against each other; the weights are only checked to exist.
 
-    Unlike `load_checkpoint` this does not require norm_stats.json: a base checkpoint (e.g. converted from
-    pi0-FAST) has none, and the run's stats come from the dataset anyway.
+    Cheap, so the trainer reads them (and refuses a bad checkpoint with ConfigError) before the process group
+    exists. Unlike `load_checkpoint` this does not require norm_stats.json: a base checkpoint (e.g. converted
+    from pi0-FAST) has none, and the run's stats come from the dataset anyway.
     """
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json; is it a DeepThinkVLA checkpoint directory?")
     if not any(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{path} has no *.safetensors weights; only safetensors are loaded")
-    model = DeepThinkVLA.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, dtype=torch.float32, trust_remote_code=False
+    try:
+        model_config = DeepThinkVLA.config_class.from_pretrained(path, local_files_only=True)
+        ids = TokenIds.from_config(model_config)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        check_tokenizer(tokenizer, ids, path)
+    except (OSError, ValueError, TypeError) as err:  # transformers reports a broken JSON file as OSError
+        raise ConfigError(f"init checkpoint {path} is unusable: {err} (config key 'init_checkpoint')") from None
+    return InitFiles(model_config=model_config, tokenizer=tokenizer, token_ids=ids)
+
+
+def load_init_weights(path: Path, files: InitFiles) -> DeepThinkVLA:
+    """The starting weights in fp32 (DeepSpeed keeps fp32 masters and casts for bf16 itself)."""
+    return DeepThinkVLA.from_pretrained(
+        path, config=files.model_config, local_files_only=True, use_safetensors=True, dtype=torch.float32,
+        trust_remote_code=False,
     )
-    ids = TokenIds.from_config(model.config)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    check_tokenizer(tokenizer, ids, path)
-    return InitModel(model=model, tokenizer=tokenizer, token_ids=ids)
 
 
 def replica_fingerprint(model: torch.nn.Module) -> float:
@@ -139,12 +154,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     engine: Any,
     model: DeepThinkVLA,
@@ -176,13 +185,13 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp)
         shutil.copyfile(norm_stats, tmp / NORM_STATS_FILE)
         state = {**trainer_state, "replica_fingerprints": fingerprints}
-        (tmp / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=2))
-        (tmp / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        write_json(tmp / TRAINER_STATE_FILE, state)  # fsynced before the directory is renamed into place
+        write_text(tmp / TRAIN_CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
         share_files(tmp, recursive=False)  # the deployable files (model.safetensors is written 0600)
     _barrier()  # every rank's shards are on disk
     if rank == 0:
         _replace_dir(tmp, final)
-        _write_text_atomic(root / LATEST_FILE, final.name + "\n")
+        write_text(root / LATEST_FILE, final.name + "\n")
         prune_train_states(root, keep_train_states)
     _barrier()
     return final
@@ -217,7 +226,21 @@ def resolve_resume_dir(output_dir: Path, resume: str | Path) -> Path:
         raise FileNotFoundError(
             f"{step_dir} has no {TRAIN_STATE_DIR}/ (pruned by keep_train_states); resume from a newer checkpoint"
         )
+    read_trainer_state(step_dir)  # a damaged state file is refused now, not after the model is up
     return step_dir
+
+
+def read_trainer_state(step_dir: Path) -> dict[str, Any]:
+    """trainer_state.json of a checkpoint; ConfigError naming the file when it is not a whole state."""
+    path = step_dir / TRAINER_STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read ({err}); resume from another step_* directory") from None
+    missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(f"{path} lacks {missing}; resume from another step_* directory")
+    return state
 
 
 def load_train_state(engine: Any, step_dir: Path) -> dict[str, Any]:
@@ -232,4 +255,4 @@ def load_train_state(engine: Any, step_dir: Path) -> dict[str, Any]:
     if not rng_file.is_file():
         raise FileNotFoundError(f"{rng_file} is missing; was the checkpoint written with fewer processes?")
     set_rng_state(torch.load(rng_file, weights_only=True))
-    return json.loads((step_dir / TRAINER_STATE_FILE).read_text())
+    return read_trainer_state(step_dir)

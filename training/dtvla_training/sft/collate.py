@@ -46,6 +46,7 @@ class SftBatch:
     pixel_values: (B * 2, 3, S, S) float32 in [-1, 1], agentview then wrist for each sample.
     n_reasoning_truncated, n_reasoning_dropped: how many samples of the batch were cut at the reasoning cap or
         had their reasoning dropped (counted here because collation may run in DataLoader workers).
+    n_load_fallbacks: reads the dataset replaced by the next frame for this batch (sum of `Sample.fallbacks`).
     """
 
     input_ids: torch.Tensor
@@ -54,6 +55,7 @@ class SftBatch:
     pixel_values: torch.Tensor
     n_reasoning_truncated: int = 0
     n_reasoning_dropped: int = 0
+    n_load_fallbacks: int = 0
 
     def to(self, device: torch.device | str) -> SftBatch:
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -135,7 +137,8 @@ class SftCollator:
                 where = f"episode {sample.episode_index} frame {sample.frame_index} {name}"
                 pixels.append(to_pixel_values(check_image(image, where), self.image_size))
         input_ids, segments, labels = self._right_pad(rows)
-        return SftBatch(input_ids, segments, labels, torch.stack(pixels), truncated, dropped)
+        fallbacks = sum(sample.fallbacks for sample in samples)
+        return SftBatch(input_ids, segments, labels, torch.stack(pixels), truncated, dropped, fallbacks)
 
     def collate_items(self, items: Sequence[tuple[Sample, int]]) -> SftBatch:
         """DataLoader entry point for (sample, seed) items, as `SeededSamples` yields them."""

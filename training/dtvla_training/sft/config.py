@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ class SftConfig:
         return self.micro_batch_size * self.grad_accum_steps
 
     def check_inputs(self) -> None:
-        """Refuse a run whose inputs are missing, before anything expensive starts."""
+        """Refuse a run whose inputs are missing or whose output directory cannot be written, before anything
+        expensive starts (the trainer then checks the contents of those files, still before the process group)."""
         if not self.dataset.is_dir():
             raise FileNotFoundError(f"dataset directory {self.dataset} does not exist (config key 'dataset')")
         if not self.init_checkpoint.is_dir():
@@ -105,6 +107,12 @@ class SftConfig:
             )
         if not self.deepspeed.is_file():
             raise FileNotFoundError(f"DeepSpeed config {self.deepspeed} does not exist (config key 'deepspeed')")
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ConfigError(f"output_dir {self.output_dir} is a file, not a directory; choose another output_dir")
+        existing = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"output_dir {self.output_dir} cannot be written ({existing} is not writable); "
+                              "choose another output_dir")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-ready values (paths as strings, betas as a list)."""

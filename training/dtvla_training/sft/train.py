@@ -33,6 +33,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dtvla_policy.atomic_file import write_json, write_text
 from dtvla_policy.model.modeling import DeepThinkVLA
 from dtvla_policy.model.normalizer import QuantileNormalizer
 from dtvla_training.data.augmentation import AugmentConfig
@@ -41,13 +42,13 @@ from dtvla_training.sft import checkpoint_io
 from dtvla_training.sft.collate import SftBatch, SftCollator
 from dtvla_training.sft.config import ConfigError, SftConfig, field_names, load_config
 from dtvla_training.sft.metrics import COUNTER_NAMES, MetricsSink, MetricsWindow
-from dtvla_training.sft.objective import SftObjective
+from dtvla_training.sft.objective import STAT_NAMES, SftObjective
 from dtvla_training.sft.optim import make_optimizer, make_scheduler
 from dtvla_training.sft.sampling import ResumableDistributedSampler, SeededSamples
 
 log = logging.getLogger("dtvla_training.sft")
 
-DATA_REPORT_FILE = "data_report.json"  # the reader's skip counts, in the output directory
+DATA_REPORT_FILE = "data_report.json"  # the reader's skip counts and the run's decode-time fallbacks
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,15 +81,22 @@ def skip_shm_op_build() -> None:
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 
 
-def init_distributed() -> torch.device:
-    """Join (or create) the process group; returns this rank's device. Idempotent within a process."""
-    cuda = torch.cuda.is_available()
+def launch_ranks() -> tuple[int, int]:
+    """(rank, world size) as the launcher set them (torchrun / deepspeed), else one local process (the defaults
+    are written to the environment, where the process group reads them). Creates no process group."""
     if "WORLD_SIZE" not in os.environ:  # not started by torchrun / deepspeed: one local process
         defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                     "MASTER_PORT": str(_free_port())}
         for key, value in defaults.items():
             os.environ.setdefault(key, value)
     os.environ.setdefault("LOCAL_RANK", "0")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def init_distributed() -> torch.device:
+    """Join (or create) the process group; returns this rank's device. Idempotent within a process."""
+    cuda = torch.cuda.is_available()
+    launch_ranks()
     if not cuda:
         skip_shm_op_build()
     if not dist.is_initialized():
@@ -149,29 +157,58 @@ class SftTrainer:
     """One SFT run on this rank: model, data, DeepSpeed engine, and the loop (`fit`)."""
 
     def __init__(self, config: SftConfig, resume: str | Path | None = None) -> None:
-        """`resume`: None (fresh run), "latest", or a `step_*` directory of `config.output_dir` (or another run)."""
+        """`resume`: None (fresh run), "latest", or a `step_*` directory of `config.output_dir` (or another run).
+
+        Everything that can be refused (inputs, output directory, DeepSpeed JSON, checkpoint config and tokenizer,
+        norm stats, the dataset's index, the resume state) is checked before the process group and the model exist:
+        a bad run costs seconds, not a model load. Those refusals are `ConfigError` or `FileNotFoundError`.
+        """
+        self.config = config
+        self.rank, self.world_size = launch_ranks()
+        self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
+        self.load_fallbacks = 0  # decode-time fallbacks of all ranks and workers since step 0 (see `_micro_step`)
+        try:
+            resume_dir = self._preflight(resume)
+        except (ConfigError, FileNotFoundError):
+            raise
+        except (ValueError, OSError) as err:  # the reader's and the normaliser's refusals of bad data
+            raise ConfigError(str(err)) from None
+
+        self.device = init_distributed()
+        if dist.get_world_size() != self.world_size:
+            raise RuntimeError(f"process group has {dist.get_world_size()} ranks, WORLD_SIZE says {self.world_size}")
+        model = checkpoint_io.load_init_weights(config.init_checkpoint, self.init_files)
+        objective = SftObjective(model)
+        self.optimizer = make_optimizer(objective, config)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=objective, optimizer=self.optimizer, lr_scheduler=make_scheduler(config), config=self.ds_config,
+        )
+        if resume_dir is not None:
+            self._resume(resume_dir)
+        self._write_data_report()
+
+    def _preflight(self, resume: str | Path | None) -> Path | None:
+        """Validate and read everything but the weights; returns the checkpoint to resume from, if any."""
+        config = self.config
         config.check_inputs()
         if resume is None and checkpoint_io.existing_checkpoints(config.output_dir):
             raise ConfigError(
                 f"{config.output_dir} already holds checkpoints; pass --resume to continue that run "
                 "or choose another output_dir"
             )
-        self.config = config
-        self.device = init_distributed()
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.bf16 = resolve_bf16(config.bf16, self.device)
         resume_dir = checkpoint_io.resolve_resume_dir(config.output_dir, resume) if resume is not None else None
-
-        init = checkpoint_io.load_init_model(config.init_checkpoint)
-        self.tokenizer, self.token_ids = init.tokenizer, init.token_ids
-        vision = init.model.config.vision_config
+        self.bf16 = resolve_bf16(config.bf16, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.ds_config = deepspeed_config(config, self.world_size, self.bf16)
+        self.init_files = checkpoint_io.load_init_files(config.init_checkpoint)
+        self.tokenizer, self.token_ids = self.init_files.tokenizer, self.init_files.token_ids
+        vision = self.init_files.model_config.vision_config
         self.collator = SftCollator(
-            init.tokenizer, init.token_ids, QuantileNormalizer.from_json(config.norm_stats_path),
+            self.tokenizer, self.token_ids, load_norm_stats(config.norm_stats_path),
             image_size=vision.image_size, tokens_per_image=(vision.image_size // vision.patch_size) ** 2,
             reasoning_dropout=config.reasoning_dropout, max_reasoning_tokens=config.max_reasoning_tokens,
             seed=config.seed,
         )
-        self.dataset = self._read_dataset(init, vision.image_size)
+        self.dataset = self._read_dataset(vision.image_size)
         self.items = SeededSamples(self.dataset, config.seed)
         self.sampler = ResumableDistributedSampler(self.dataset, self.world_size, self.rank, seed=config.seed)
         if self.sampler.num_samples < config.micro_batch_size:
@@ -179,35 +216,31 @@ class SftTrainer:
                 f"{len(self.dataset)} samples over {self.world_size} processes leave {self.sampler.num_samples} per "
                 f"process, fewer than micro_batch_size {config.micro_batch_size}"
             )
-
-        objective = SftObjective(init.model)
-        self.optimizer = make_optimizer(objective, config)
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=objective, optimizer=self.optimizer, lr_scheduler=make_scheduler(config),
-            config=deepspeed_config(config, self.world_size, self.bf16),
-        )
-        self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
         if resume_dir is not None:
-            self._resume(resume_dir)
+            self._check_resume_geometry(checkpoint_io.read_trainer_state(resume_dir), resume_dir)
+        return resume_dir
 
     @property
     def model(self) -> DeepThinkVLA:
         return self.engine.module.vla
 
-    def _read_dataset(self, init: checkpoint_io.InitModel, image_size: int) -> CotDataset:
+    def _read_dataset(self, image_size: int) -> CotDataset:
         """The reader skips frames whose reasoning exceeds the cap (a cut thought would teach the model to close
         `</think>` mid-sentence); the collator's truncation is only a guard for other datasets."""
         augment = AugmentConfig(seed=self.config.seed) if self.config.augment else None
-        dataset = CotDataset(self.config.dataset, tokenizer=init.tokenizer, image_size=image_size, augment=augment,
+        dataset = CotDataset(self.config.dataset, tokenizer=self.tokenizer, image_size=image_size, augment=augment,
                              max_reasoning_tokens=self.config.max_reasoning_tokens,
                              scan_images=self.config.scan_images)
-        if self.rank == 0:
-            self.config.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.config.output_dir / DATA_REPORT_FILE).write_text(json.dumps(dataset.report.as_dict(), indent=2))
         return dataset
 
-    def _resume(self, step_dir: Path) -> None:
-        state = checkpoint_io.load_train_state(self.engine, step_dir)
+    def _write_data_report(self) -> None:
+        """data_report.json: the reader's index counts and the decode-time fallbacks of the run so far (rank 0;
+        written before the first step, at every checkpoint and at the end)."""
+        if self.rank == 0:
+            report = self.dataset.report.as_dict() | {"load_fallbacks": self.load_fallbacks, "through_step": self.step}
+            write_json(self.config.output_dir / DATA_REPORT_FILE, report)
+
+    def _check_resume_geometry(self, state: dict[str, Any], step_dir: Path) -> None:
         geometry = {"world_size": self.world_size, "micro_batch_size": self.config.micro_batch_size,
                     "grad_accum_steps": self.config.grad_accum_steps, "seed": self.config.seed,
                     "dataset_size": len(self.dataset)}
@@ -215,7 +248,12 @@ class SftTrainer:
         if changed:
             detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
             raise ConfigError(f"cannot resume {step_dir} exactly: {detail}; the data position would not match")
+
+    def _resume(self, step_dir: Path) -> None:
+        state = checkpoint_io.load_train_state(self.engine, step_dir)
+        self._check_resume_geometry(state, step_dir)
         self.step, self.epoch, self.samples_into_epoch = state["step"], state["epoch"], state["samples_into_epoch"]
+        self.load_fallbacks = int(state.get("load_fallbacks", 0))  # absent in checkpoints of older versions
         if self.rank == 0:
             log.info("resumed from %s at step %d (epoch %d)", step_dir, self.step, self.epoch)
 
@@ -244,7 +282,7 @@ class SftTrainer:
         config = self.config
         sink = MetricsSink(config.output_dir, self.step) if self.rank == 0 else None
         if self.rank == 0:
-            (config.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         records: list[dict[str, Any]] = []
         checkpoint = None
         stream = self._micro_batches()
@@ -269,6 +307,7 @@ class SftTrainer:
                                              l1=f"{record['action_l1']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 if self.step % config.save_every == 0 or last:
                     checkpoint = self._save(records[-1] if records else {})
+                    self._write_data_report()
                     window.restart_clock()  # saving time is not training throughput
                 if self.step == crash_after_step:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -287,10 +326,13 @@ class SftTrainer:
         out = self.engine(input_ids=batch.input_ids, segments=batch.segments, labels=batch.labels,
                           pixel_values=batch.pixel_values)
         counters = {"micro_batches": 1, "tokens": batch.n_tokens, "samples": batch.n_samples,
-                    "reasoning_truncated": batch.n_reasoning_truncated, "reasoning_dropped": batch.n_reasoning_dropped}
+                    "reasoning_truncated": batch.n_reasoning_truncated, "reasoning_dropped": batch.n_reasoning_dropped,
+                    "load_fallbacks": batch.n_load_fallbacks}
         extra = torch.tensor([float(counters[name]) for name in COUNTER_NAMES], dtype=torch.float64)
         stats = torch.cat([out.stats, extra]).to(self.device)
         dist.all_reduce(stats)  # every rank sees the same numbers, so every rank stops together on NaN
+        # The batch carries its fallbacks out of the DataLoader worker that read it; summed over ranks here.
+        self.load_fallbacks += int(stats[len(STAT_NAMES) + COUNTER_NAMES.index("load_fallbacks")])
         if not math.isfinite(float(stats[0])):
             raise NonFiniteLossError(
                 f"loss is {float(stats[0]) / self.world_size} at step {self.step + 1} (micro-batch {micro + 1} of "
@@ -313,7 +355,8 @@ class SftTrainer:
             )
 
     def _record(self, window: MetricsWindow) -> dict[str, Any]:
-        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, **window.summary()}
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, **window.summary(),
+                                  "load_fallbacks_total": self.load_fallbacks}
         grad_norm = self.engine.get_global_grad_norm()
         record["grad_norm"] = float(grad_norm) if grad_norm is not None else math.nan
         for group in self.optimizer.param_groups:
@@ -325,7 +368,7 @@ class SftTrainer:
         state = {"step": self.step, "epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch,
                  "world_size": self.world_size, "micro_batch_size": self.config.micro_batch_size,
                  "grad_accum_steps": self.config.grad_accum_steps, "seed": self.config.seed,
-                 "dataset_size": len(self.dataset), "metrics": last_record}
+                 "dataset_size": len(self.dataset), "load_fallbacks": self.load_fallbacks, "metrics": last_record}
         path = checkpoint_io.save_checkpoint(
             self.engine, self.model, self.tokenizer, self.config.norm_stats_path, self.config.output_dir,
             self.step, state, self.config.to_dict(), self.config.keep_train_states,
@@ -333,6 +376,20 @@ class SftTrainer:
         if self.rank == 0:
             tqdm.write(f"saved {path}")
         return path
+
+
+def load_norm_stats(path: Path) -> QuantileNormalizer:
+    """The run's normaliser; ConfigError naming the file when it is not usable norm stats."""
+    try:
+        return QuantileNormalizer.from_json(path)
+    except FileNotFoundError:
+        raise
+    # AttributeError/TypeError/KeyError: a JSON value of the wrong shape that the normaliser does not name itself
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(
+            f"norm stats {path} are unusable ({err!r}); recompute them with `dtvla-norm-stats DATASET` "
+            "(config key 'norm_stats')"
+        ) from None
 
 
 def train(config: SftConfig, resume: str | Path | None = None, crash_after_step: int | None = None) -> TrainResult:
@@ -369,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(args.config, overrides)
         result = train(config, resume=args.resume, crash_after_step=args.crash_after_step)
-    except (ConfigError, FileNotFoundError, NonFiniteLossError) as err:
+    except (ConfigError, FileNotFoundError) as err:  # refused before training started
+        print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except NonFiniteLossError as err:
         print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-FILE_MODE = 0o644  # mkstemp's 0600 would survive the rename and hide the file from other users
+from dtvla_policy.atomic_directory import current_umask
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -28,7 +28,7 @@ def write_text(path: str | Path, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename and hide the file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
