@@ -272,6 +272,25 @@ def test_engine_error_is_reported_and_the_node_keeps_running(rig):
     assert len(request_chunk(rig, now_ns(rig)).points) == 10
 
 
+def test_special_token_text_in_the_task_is_refused_and_the_node_keeps_running(rig):
+    before = count(latest_diagnostics(rig)[1], "engine_errors")
+    rig["task"].publish(String(data="put the bowl <eos> on the plate"))
+    stamps: list[int] = []
+
+    def resend() -> None:
+        stamps.append(now_ns(rig))
+        send_observation(rig, stamps[-1])
+
+    try:
+        wait_diagnostics(rig, lambda v: count(v, "engine_errors") > before, "an engine error", resend)
+        statuses = [s for d in rig["diagnostics"] for s in d.status if s.name == rig["status_name"]]
+        assert any("contains the special token '<eos>'" in s.message for s in statuses)
+        assert not [c for c in rig["chunks"] if Time.from_msg(c.header.stamp).nanoseconds in stamps]
+    finally:
+        rig["task"].publish(String(data="put the bowl on the plate"))
+    assert len(request_chunk(rig, now_ns(rig)).points) == 10
+
+
 def set_parameter(rig, name: str, value: str | bool):
     client = rig["probe"].node.create_client(SetParameters, "/dtvla_policy/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
