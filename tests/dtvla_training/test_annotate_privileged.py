@@ -104,7 +104,8 @@ def test_propagate_copies_key_frames_with_progress():
     middle = annotations[GRASP_FRAME + 15]
     assert (middle.scene, middle.next_step, middle.phase) == (key.scene, key.next_step, key.phase)
     assert middle.progress == f"{key.progress} This sub-task is about 50% done."
-    assert annotations[DONE_FRAME + 3] == annotations[DONE_FRAME]  # nothing left to progress in
+    assert (key.copied_from, middle.copied_from) == (None, GRASP_FRAME)
+    assert annotations[DONE_FRAME + 3].text == annotations[DONE_FRAME].text  # nothing left to progress in
 
 
 def test_privileged_refuses_data_without_scene_state():

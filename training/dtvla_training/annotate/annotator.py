@@ -24,6 +24,7 @@ class Annotation:
     confidence: the annotator's own confidence in [0, 1], None when it gives none (the privileged text is exact).
     error: why the annotator produced nothing usable (an unparseable VLM answer, a failed request); the text is
         then empty and the frame fails the checks.
+    copied_from: the key frame whose annotation this one copies (`propagate`), None when written for this frame.
     """
 
     scene: str
@@ -33,6 +34,7 @@ class Annotation:
     source: str
     confidence: float | None = None
     error: str | None = None
+    copied_from: int | None = None
 
     @property
     def text(self) -> str:

@@ -48,8 +48,10 @@ class PropagateAnnotator(Annotator):
 
 def propagated(key: Annotation, segment: Segment, frame: int) -> Annotation:
     """`key` (the annotation of `segment.start`) as the annotation of `frame` in the same segment."""
-    if frame == segment.start or key.error is not None or key.phase == PHASES[-1]:
-        return key  # a finished task has no sub-task left to progress in
+    if frame == segment.start:
+        return key
+    if key.error is not None or key.phase == PHASES[-1]:
+        return replace(key, copied_from=segment.start)  # a finished task has no sub-task left to progress in
     percent = round(10 * (frame - segment.start) / segment.length) * 10
     progress = f"{key.progress} This sub-task is about {percent}% done.".strip()
-    return replace(key, progress=progress)
+    return replace(key, progress=progress, copied_from=segment.start)

@@ -3,7 +3,8 @@
 The report counts frames and key frames, every check's failures, the final verbs and text lengths of the frames
 kept, and lists EVERY failing frame with its checks and text (the Markdown groups consecutive frames that fail the
 same way). The review queue holds one JSON line per frame a person should look at: every failing frame, every
-frame whose annotator confidence is below the threshold, and with `review_key_frames` every key frame.
+frame whose annotator confidence is below the threshold (for `propagate`: the key frame, not its copies), and with
+`review_key_frames` every key frame.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ class AnnotationReport:
             else:
                 self.final_verbs[final_verb(annotation.text)] += 1
                 self.lengths.append(lengths[frame])
-            if annotation.confidence is not None and annotation.confidence < self.review.min_confidence:
+            if (annotation.copied_from is None and annotation.confidence is not None
+                    and annotation.confidence < self.review.min_confidence):  # copies: reviewed at their key frame
                 why.append(f"confidence {annotation.confidence:g} < {self.review.min_confidence:g}")
             if self.review.review_key_frames and frame in key_frames:
                 why.append("key frame")
             if why:
                 self.review_queue.append({**row, "confidence": annotation.confidence, "error": annotation.error,
-                                          "why": why})
+                                          "copied_from": annotation.copied_from, "why": why})
         self.frames += len(annotations)
         self.episodes.append({
             "episode_index": episode_index, "frames": len(annotations), "failed_frames": failed,
