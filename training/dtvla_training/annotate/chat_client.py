@@ -9,6 +9,7 @@ to stay under `requests_per_minute`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
@@ -107,7 +108,8 @@ class ChatClient:
         """The assistant's reply text; raises ChatError when the endpoint does not give one."""
         body = json.dumps({"model": self.settings.model, "messages": messages,
                            "temperature": self.settings.temperature}).encode()
-        for attempt in range(self.settings.max_retries + 1):
+        attempt = 0
+        while True:
             self._limiter.wait()
             self.requests += 1
             try:
@@ -117,13 +119,13 @@ class ChatClient:
                     raise ChatError(f"{self.settings.endpoint}: HTTP {err.code} {err.reason}: "
                                     f"{_error_body(err)}") from err
                 delay = max(self._backoff(attempt), _retry_after(err))
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
                 if attempt == self.settings.max_retries:
-                    raise ChatError(f"{self.settings.endpoint}: {err} (after {attempt + 1} attempts)") from err
+                    raise ChatError(f"{self.settings.endpoint}: {err!r} (after {attempt + 1} attempts)") from err
                 delay = self._backoff(attempt)
+            attempt += 1
             self.retries += 1
             self._sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     def _backoff(self, attempt: int) -> float:
         return self.settings.backoff_s * 2**attempt

@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from dtvla_training.annotate.chat_client import API_KEY_ENV, ChatError, ChatSettings
@@ -83,8 +83,7 @@ def options_from_args(args: argparse.Namespace) -> AnnotatorOptions:
                                  timeout_s=args.vlm_timeout, max_retries=args.vlm_retries,
                                  backoff_s=args.vlm_backoff, requests_per_minute=args.vlm_rpm)
     cache = args.vlm_cache or Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE))
-    return AnnotatorOptions(key_frame_annotator=args.key_frame_annotator, locations=options.locations, chat=chat,
-                            cache_dir=cache.expanduser())
+    return replace(options, chat=chat, cache_dir=cache.expanduser())
 
 
 def main(argv: list[str] | None = None) -> None:
