@@ -14,7 +14,15 @@ from dtvla_training.data.lerobot_dataset import INFO_FILE, NORM_STATS_PATH, REAS
 from dtvla_training.data.synthetic import ROW_GROUP_ROWS, SHORT_EPISODE_FRAMES, write_synthetic_dataset
 from tests.fixtures.chat_server import ChatServer
 from tests.fixtures.datasets import episode_file, read_episode
-from tests.fixtures.demo_episodes import LENGTH, phase_start, pick_and_place, regrasp_phases
+from tests.fixtures.demo_episodes import (
+    DONE_FRAME,
+    GRASP_FRAME,
+    LENGTH,
+    RELEASE_FRAME,
+    phase_start,
+    pick_and_place,
+    regrasp_phases,
+)
 
 REGRASP_EPISODE = 1
 FRAMES = 2 * LENGTH + SHORT_EPISODE_FRAMES
@@ -57,6 +65,8 @@ def test_privileged_annotations_reach_the_sft_reader(demos, tmp_path, capsys):
     assert regressions == [(REGRASP_EPISODE, frame) for frame in range(lift + 2, lift + 6)]
     assert f"| {REGRASP_EPISODE} | {lift + 2}-{lift + 5} | phase_regression |" in (out / REPORT_MARKDOWN).read_text()
     assert len((out / REVIEW_QUEUE).read_text().splitlines()) == 4
+    assert report["episodes"][0]["segments"] == [[0, GRASP_FRAME], [GRASP_FRAME, RELEASE_FRAME],
+                                                 [RELEASE_FRAME, DONE_FRAME], [DONE_FRAME, LENGTH]]
     assert "q01" in json.loads((out / NORM_STATS_PATH).read_text())["action"]
 
     dataset = CotDataset(out, scan_images=False)

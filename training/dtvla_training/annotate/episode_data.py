@@ -79,6 +79,8 @@ def read_episode(meta: DatasetMeta, episode: EpisodeMeta) -> Episode:
     for column in (ACTION_KEY, "frame_index", "task_index"):
         if column not in table.column_names:
             raise ValueError(f"episode {episode.index}: {path} has no {column!r} column")
+    if table.num_rows == 0:
+        raise ValueError(f"episode {episode.index}: {path} has no frames")
     frames = table.column("frame_index").to_numpy(zero_copy_only=False)
     order = np.argsort(frames, kind="stable")
     if not np.array_equal(frames[order], np.arange(len(frames))):

@@ -79,6 +79,7 @@ class AnnotationReport:
         self.episodes.append({
             "episode_index": episode_index, "frames": len(annotations), "failed_frames": failed,
             "key_frames": [{"frame": k.frame, "reasons": list(k.reasons)} for k in segmentation.key_frames],
+            "segments": [[s.start, s.end] for s in segmentation.segments],
         })
 
     def summary(self) -> dict[str, Any]:
