@@ -33,8 +33,9 @@ def about(option: str) -> str:
 
 
 ARGUMENTS = [
-    DeclareLaunchArgument("checkpoint", default_value="", description=f"{about('checkpoint')}; required. "
-                          "No default checkpoint ships yet: `dtvla-tiny-checkpoint DIR` writes an untrained one"),
+    DeclareLaunchArgument("checkpoint", default_value="", description=f"{RUN_OPTIONS['checkpoint'].help}, required "
+                          "(here or in params_file): none ships yet; `dtvla-tiny-checkpoint DIR` writes an "
+                          "untrained one"),
     DeclareLaunchArgument("mode", default_value="", description=about("mode")),
     DeclareLaunchArgument("device", default_value="", description=about("device")),
     DeclareLaunchArgument("dtype", default_value="", description=about("dtype")),

@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(checkpoint),
         "untrained_checkpoint": untrained,
         "episodes": [{k: e.get(k) for k in ("episode", "init_state", "state", "steps", "reward", "chunks_received",
-                                             "chunks_rejected", "misses")} for e in episode_records],
+                                             "chunks_rejected", "chunks_stale", "misses")}
+                     for e in episode_records],
         "success_rate": (sum(e.get("state") == "success" for e in episode_records) / len(episode_records))
         if episode_records else None,
         "steps": sum(int(e.get("steps", 0)) for e in episode_records),
