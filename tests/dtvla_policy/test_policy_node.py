@@ -346,11 +346,11 @@ def test_sigterm_stops_the_node_cleanly(tiny_checkpoint):
 
 @pytest.mark.parametrize(("checkpoint", "reason"), [
     ("nothing", "does not exist"),
-    ("", "`dtvla-tiny-checkpoint DIR` writes an untrained one"),  # sim.launch.py's default: no checkpoint ships
+    ("", "`dtvla-tiny-checkpoint DIR` writes an untrained one"),  # not set: no default checkpoint ships
 ])
 def test_missing_checkpoint_exits_1_with_one_fatal_line_and_no_traceback(tmp_path, checkpoint, reason):
     """A node whose __init__ failed used to raise again in destroy_node (AttributeError `_cv`) at shutdown."""
-    process = start_node(NODE, "-p", f"checkpoint:={tmp_path / checkpoint if checkpoint else ''}")
+    process = start_node(NODE, *(["-p", f"checkpoint:={tmp_path / checkpoint}"] if checkpoint else []))
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1, output
     markers = ("FATAL", "ERROR", "Traceback", "Error:")
