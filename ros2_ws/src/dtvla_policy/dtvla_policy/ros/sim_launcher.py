@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     error = ""
     interrupted = False
     start = time.monotonic()
-    label = f"{namespace or ''} {bridge_params.get('suite')}/{bridge_params.get('task_id')}".strip()
+    label = f"{namespace} {bridge_params.get('suite')}/{bridge_params.get('task_id')}".strip()
     try:
         for name, command in commands.items():
             with logs[name].open("w") as log:
