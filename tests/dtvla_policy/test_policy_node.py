@@ -42,6 +42,9 @@ def policy_process(tiny_checkpoint):
     assert code == 0, output
     assert output.count("decoding deviates from upstream: {'max_cot_tokens': 3}") == 1, output  # once, at start
     assert output.count("bogus_encoding_") <= 1, output  # bad frames: one line per fixed reason, however many
+    # the engine's per-chunk "closed by force" (max_cot_tokens 3) goes through the node's ROS logger, rate-limited
+    forced = [line for line in output.splitlines() if "closed by force" in line and "CoT of sample" in line]
+    assert forced and all("[dtvla_policy]: dtvla_policy.inference.engine: CoT" in line for line in forced), output
 
 
 def make_rig(probe, node_name: str = "dtvla_policy", task: str = "put the bowl on the plate") -> dict:
@@ -341,11 +344,18 @@ def test_sigterm_stops_the_node_cleanly(tiny_checkpoint):
     assert "deviates from upstream" not in output
 
 
-def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):
-    process = start_node(NODE, "-p", f"checkpoint:={tmp_path / 'nothing'}")
+@pytest.mark.parametrize(("checkpoint", "reason"), [
+    ("nothing", "does not exist"),
+    ("", "`dtvla-tiny-checkpoint DIR` writes an untrained one"),  # not set: no default checkpoint ships
+])
+def test_missing_checkpoint_exits_1_with_one_fatal_line_and_no_traceback(tmp_path, checkpoint, reason):
+    """A node whose __init__ failed used to raise again in destroy_node (AttributeError `_cv`) at shutdown."""
+    process = start_node(NODE, *(["-p", f"checkpoint:={tmp_path / checkpoint}"] if checkpoint else []))
     output, _ = process.communicate(timeout=60)
-    code = process.returncode
-    assert code == 1 and "does not exist" in output
+    assert process.returncode == 1, output
+    markers = ("FATAL", "ERROR", "Traceback", "Error:")
+    problems = [line for line in output.splitlines() if any(marker in line for marker in markers)]
+    assert len(problems) == 1 and "[FATAL]" in problems[0] and reason in problems[0], output
 
 
 def test_bad_encodings_are_all_counted_but_logged_a_bounded_number_of_times(rig):

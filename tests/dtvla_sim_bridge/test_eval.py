@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from dtvla_policy.protocol import COT_CAP_EVAL, UPSTREAM_EPISODE
+from dtvla_policy.ros.sim_params import BRIDGE_NODE, NODE_KEY_PREFIX
 from dtvla_sim_bridge.eval.cli import build_config, build_parser, main
 from dtvla_sim_bridge.eval.config import EvalInputError
 from dtvla_sim_bridge.eval.manifest import build_manifest
@@ -43,7 +44,7 @@ def _lines(path: Path) -> list[dict]:
 def _changed_sim_yaml(tmp_path: Path, **bridge: object) -> Path:
     """A copy of config/sim.yaml with some sim bridge parameters changed."""
     content = yaml.safe_load(SIM_YAML.read_text())
-    content["dtvla_sim_bridge"]["ros__parameters"].update(bridge)
+    content[NODE_KEY_PREFIX + BRIDGE_NODE]["ros__parameters"].update(bridge)
     path = tmp_path / "changed_sim.yaml"
     path.write_text(yaml.safe_dump(content))
     return path

@@ -38,6 +38,7 @@ from dtvla_policy.ros.contract import (
     AGENTVIEW_TOPIC,
     CHUNK_JOINT_NAMES,
     CHUNK_REQUEST_TOPIC,
+    CLOCK_TOPIC,
     COMMAND_QOS,
     DIAGNOSTICS_TOPIC,
     EPISODE_STATUS_TOPIC,
@@ -49,8 +50,9 @@ from dtvla_policy.ros.contract import (
     SENSOR_QOS,
     TASK_TOPIC,
     WRIST_TOPIC,
+    status_name,
 )
-from dtvla_sim_bridge.ros.sim_bridge_node import CLOCK_QOS, CLOCK_TOPIC, DIAGNOSTIC_NAME, STATE_QOS
+from dtvla_sim_bridge.ros.sim_bridge_node import CLOCK_QOS, STATE_QOS
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
@@ -239,7 +241,7 @@ def test_publishes_observation_task_status_and_request(probe: BridgeProbe, locks
     status = probe.wait_status(lambda s: s["state"] == "running", "a running episode")
     assert (status["episode"], status["init_state"], status["suite"], status["task_id"]) == (0, 0, "libero_spatial", 0)
     diagnostics = probe.wait_for(lambda: probe.diagnostics, "diagnostics")[-1]
-    assert diagnostics.status[0].name == DIAGNOSTIC_NAME
+    assert diagnostics.status[0].name == status_name("/dtvla_sim_bridge", "episode") == "dtvla_sim_bridge: episode"
     assert {kv.key for kv in diagnostics.status[0].values} >= {"episode", "state", "steps", "misses"}
 
 
@@ -322,7 +324,7 @@ def test_sigint_exits_zero(lockstep: Bridge) -> None:
     assert lockstep.stop(signal.SIGINT) == 0, lockstep.output()
 
 
-def test_realtime_counts_misses_and_finishes(tmp_path: Path) -> None:
+def test_realtime_counts_misses_finishes_and_exits(tmp_path: Path) -> None:
     params = {
         "suite": "libero_spatial",
         "task_id": 0,
@@ -346,13 +348,14 @@ def test_realtime_counts_misses_and_finishes(tmp_path: Path) -> None:
         assert any(s["state"] == "timeout" for s in probe.statuses)
         assert abs(stamp_ns(probe.requests[0].stamp) / 1e9 - time.time()) < 120  # realtime stamps are wall time
         assert "clock" not in probe.latest
-        assert bridge.stop(signal.SIGTERM) == 0, bridge.output()
+        assert bridge.process.wait(timeout=WAIT_S) == 0, bridge.output()  # num_episodes done: exits by itself
     finally:
         bridge.stop(signal.SIGKILL)
         probe.close()
 
 
-def test_lockstep_runs_num_episodes_then_finishes(tmp_path: Path) -> None:
+def test_lockstep_runs_num_episodes_then_finishes_and_exits(tmp_path: Path) -> None:
+    """The bridge process ends after num_episodes (so `ros2 launch` can end with it), its final status delivered."""
     params = {**LOCKSTEP_PARAMS, "max_steps": 2, "init_state_index": 49, "num_episodes": 2}
     probe = BridgeProbe()
     bridge = Bridge(params, tmp_path / "episodes.log", probe.domain_id)
@@ -371,11 +374,7 @@ def test_lockstep_runs_num_episodes_then_finishes(tmp_path: Path) -> None:
         assert (status["episodes_done"], status["successes"], status["misses"]) == (2, 0, 0)
         ends = {(s["episode"], s["init_state"], s["steps"]) for s in probe.statuses if s["state"] == "timeout"}
         assert ends == {(0, 49, 2), (1, 0, 2)}  # the next episode takes the next init state, wrapping around
-        assert probe.reset_client.wait_for_service(timeout_sec=WAIT_S)
-        future = probe.reset_client.call_async(Trigger.Request())
-        response = probe.wait_for(lambda: future.done() and future.result(), "the reset response")
-        assert not response.success and "finished" in response.message
-        assert bridge.stop(signal.SIGTERM) == 0, bridge.output()
+        assert bridge.process.wait(timeout=WAIT_S) == 0, bridge.output()
     finally:
         bridge.stop(signal.SIGKILL)
         probe.close()

@@ -1,4 +1,5 @@
-"""`run_node`: the one `main` body of dtvla's nodes: init, build, spin until SIGINT/SIGTERM, exit 0.
+"""`run_node`: the one `main` body of dtvla's nodes: init, build, spin until SIGINT/SIGTERM (exit 0) or until the
+node says it is finished (exit with its code: the sim bridge after its episodes, so `ros2 launch` can end there).
 
 Signals only trigger a guard condition whose callback raises KeyboardInterrupt between two executor callbacks.
 rclpy's own handlers would raise KeyboardInterrupt anywhere (LIBERO's reset loop swallows it: `finally:
@@ -19,6 +20,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
 
 SIGNAL_POLL_S = 0.2  # worst-case delay between a signal and the shutdown starting
 
@@ -27,9 +29,18 @@ def _interrupt() -> None:
     raise KeyboardInterrupt
 
 
+class FinishingNode(Node):
+    """A node that ends its process by itself: `finished` gets the exit code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.finished = Future()
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
              startup_errors: tuple[type[Exception], ...] = ()) -> None:
     """Build the node with `factory` and spin it; `startup_errors` while building log FATAL and exit 1."""
+    code = 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
@@ -45,8 +56,14 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.trigger())
             try:
-                executor.spin()
+                if isinstance(node, FinishingNode):
+                    executor.spin_until_future_complete(node.finished)
+                    code = node.finished.result()
+                else:
+                    executor.spin()
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    if code:
+        raise SystemExit(code)

@@ -34,6 +34,7 @@ from dtvla_policy.protocol import COT_CAP_EVAL, NODE_MODES, DecodeConfig
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import ImageConversionError, image_to_rgb8, numpy_to_image
 from dtvla_policy.ros.node_runner import run_node
+from dtvla_policy.ros.ros_logging import RosLogHandler, route_library_logs, unroute_library_logs
 
 RUNTIME_MODES = tuple(m.value for m in NODE_MODES)
 
@@ -110,7 +111,13 @@ class PolicyNode(Node):
     """Runs the policy engine on synchronized camera pairs and publishes chunks, CoT and diagnostics."""
 
     def __init__(self, **kwargs) -> None:
+        # destroy_node also runs (context shutdown) on a node whose __init__ failed: what it needs comes first
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._log_handler: RosLogHandler | None = None
         super().__init__("dtvla_policy", **kwargs)
+        self._log_handler = route_library_logs(self.get_logger())  # engine warnings to /rosout, rate-limited
         self.settings = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.engine = PolicyEngine.from_checkpoint(
@@ -134,8 +141,6 @@ class PolicyNode(Node):
         self._pending_request_ns: int | None = None
         self._last_chunk_stamp_ns: int | None = None
         self._busy = False
-        self._cv = threading.Condition()
-        self._stopping = False
 
         self.chunk_pub = self.create_publisher(JointTrajectory, contract.ACTION_CHUNK_TOPIC, contract.COMMAND_QOS)
         self.cot_pub = self.create_publisher(String, contract.CHAIN_OF_THOUGHT_TOPIC, contract.COMMAND_QOS)
@@ -179,7 +184,8 @@ class PolicyNode(Node):
     def _check(self, name: str, value) -> str:
         """'' if `value` is acceptable for parameter `name`, else the reason."""
         if name == "checkpoint" and not value:
-            return "parameter 'checkpoint' is empty: set it to a checkpoint directory"
+            return ("parameter 'checkpoint' is empty: set it to a checkpoint directory (no default checkpoint "
+                    "ships; `dtvla-tiny-checkpoint DIR` writes an untrained one for trying the plumbing)")
         if name == "mode" and value not in RUNTIME_MODES:
             return f"mode must be one of {RUNTIME_MODES}, got {value!r}"
         if name == "replan.trigger" and value not in ("request", "steps"):
@@ -396,8 +402,9 @@ class PolicyNode(Node):
         if self.last["joint_state_stamp_ns"] is not None:
             age = (self.get_clock().now().nanoseconds - self.last["joint_state_stamp_ns"]) / 1e9
             values["joint_state_age_s"] = round(age, 3)
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: inference", message=message,
-                                  hardware_id=self.get_fully_qualified_name(),
+        fqn = self.get_fully_qualified_name()
+        status = DiagnosticStatus(level=level, name=contract.status_name(fqn, "inference"), message=message,
+                                  hardware_id=fqn,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -410,7 +417,10 @@ class PolicyNode(Node):
         with self._cv:
             self._stopping = True
             self._cv.notify()
-        self._worker.join(timeout=30)
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        unroute_library_logs(self._log_handler)
+        self._log_handler: RosLogHandler | None = None
         super().destroy_node()
 
 

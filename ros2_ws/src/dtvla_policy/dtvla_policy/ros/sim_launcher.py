@@ -1,10 +1,12 @@
 """`dtvla-sim`: the policy node and the LIBERO sim bridge as two processes, N episodes, a JSON summary.
 
-For machines with the ROS 2 wheels but no `ros2 launch` (no launch/launch_ros wheels exist): it starts the same
-executables with the same parameter file as launch/sim.launch.py, watches the bridge's episode status, shows a
-progress bar, stops both nodes with SIGINT after the last episode and exits with their exit codes. The summary
-reports the settings the nodes ran with: the parameter file's values and the overrides passed (`sim_params`).
-With no --checkpoint it writes (once) and uses a tiny random-init checkpoint and says so loudly.
+For machines with the ROS 2 wheels but no `ros2 launch` (no launch/launch_ros wheels exist): the second front end
+of launch/sim.launch.py's parameter set (`sim_params.RUN_OPTIONS`, the same parameter file, namespace, remaps).
+It watches the bridge's episode status and shows a progress bar; the run ends when either node exits (the bridge
+does after its episodes), and the other is then stopped with SIGINT, as the launch file's OnProcessExit ->
+Shutdown does. It exits with their exit codes. The summary reports the settings the nodes ran with: the
+parameter file's values and the overrides passed. With no --checkpoint it writes (once) and uses a tiny
+random-init checkpoint and says so loudly.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dtvla_policy.protocol import NODE_MODES
 from dtvla_policy.ros import contract
-from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, SimSettings, default_params_file
+from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, RUN_OPTIONS, SimSettings, default_params_file
 
 FINAL_STATES = ("success", "timeout", "failed", "aborted")
+FINAL_STATUS_WAIT_S = 5.0  # after the bridge exits, for its last episode status still in the watcher's queue
 # Reliable, latched, and deep enough that an episode's end and the "finished" right after it both arrive.
 STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -67,6 +70,7 @@ def ensure_tiny_checkpoint() -> Path:
 class RunState:
     """What the watcher saw: final episode records, chunk count, per-chunk policy latency."""
 
+    inference_status: str  # the /diagnostics status name of this run's policy node
     episodes: dict[int, dict] = field(default_factory=dict)
     current: dict = field(default_factory=dict)
     chunks: int = 0
@@ -92,7 +96,7 @@ class RunState:
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if not status.name.endswith(": inference"):
+            if status.name != self.inference_status:
                 continue
             values = {kv.key: kv.value for kv in status.values}
             published = int(values.get("inferences", 0))
@@ -102,11 +106,24 @@ class RunState:
                     self.latencies_ms.append(float(values["total_ms"]))
 
 
-def node_command(module: str, params_file: Path, overrides: dict[str, object], node: str) -> list[str]:
+def namespace_of(text: str | None) -> str:
+    """`robot1`, `/robot1/` -> `/robot1`; empty -> '' (the root namespace)."""
+    name = (text or "").strip("/")
+    return f"/{name}" if name else ""
+
+
+def node_command(module: str, params_file: Path, overrides: dict[str, object], namespace: str,
+                 remaps: list[tuple[str, str]]) -> list[str]:
+    """`python -m module --ros-args ...`: one node per process, so plain `-p name:=value` reaches just it (and,
+    coming after the file, beats the file's value, as a launch file's inline parameters do)."""
     command = [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file)]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    for source, target in remaps:
+        command += ["-r", f"{source}:={target}"]
     for name, value in overrides.items():
         text = str(value).lower() if isinstance(value, bool) else value  # ROS reads `-p` values as YAML
-        command += ["-p", f"{node}:{name}:={text}"]
+        command += ["-p", f"{name}:={text}"]
     return command
 
 
@@ -130,28 +147,30 @@ def run(args: argparse.Namespace) -> int:
     if untrained:
         print(UNTRAINED_BANNER.format(path=checkpoint), file=sys.stderr)
     params_file = Path(args.params_file) if args.params_file else default_params_file()
+    options = {name: getattr(args, name) for name in RUN_OPTIONS} | {"checkpoint": checkpoint}
     try:
-        settings = SimSettings.resolve(
-            params_file, checkpoint=checkpoint, mode=args.mode, max_cot_tokens=args.max_cot_tokens,
-            suite=args.suite, task=args.task, init_state=args.init_state, episodes=args.episodes,
-            max_steps=args.max_steps,
-        )
+        settings = SimSettings.resolve(params_file, **options)
     except (FileNotFoundError, ValueError, yaml.YAMLError) as exc:
         print(f"dtvla-sim: {exc}", file=sys.stderr)
         return 2
+    bridge_params = settings.parameters(BRIDGE_NODE)
+    episodes = int(bridge_params.get("num_episodes", 0))  # 0: until interrupted (or --timeout)
+    namespace = namespace_of(args.namespace)
     log_dir = Path(args.log_dir or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
 
+    cameras = [(topic, target) for topic, target in ((contract.AGENTVIEW_TOPIC, args.agentview_topic),
+                                                     (contract.WRIST_TOPIC, args.wrist_topic)) if target]
     commands = {
         "policy": node_command("dtvla_policy.ros.policy_node", params_file, settings.overrides[POLICY_NODE],
-                               POLICY_NODE),
+                               namespace, [contract.CLOCK_REMAP, *cameras]),
         "bridge": node_command("dtvla_sim_bridge.ros.sim_bridge_node", params_file, settings.overrides[BRIDGE_NODE],
-                               BRIDGE_NODE),
+                               namespace, cameras),
     }
-    state = RunState()
+    state = RunState(inference_status=contract.status_name(f"{namespace}/{POLICY_NODE}", "inference"))
     context = Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    watcher = Node("dtvla_sim_watcher", context=context)
+    watcher = Node("dtvla_sim_watcher", namespace=namespace or None, context=context)  # sees its robot's topics
     watcher.create_subscription(String, contract.EPISODE_STATUS_TOPIC, state.on_status, STATUS_QOS)
     watcher.create_subscription(JointTrajectory, contract.POLICY_ACTION_CHUNK, state.on_chunk, contract.COMMAND_QOS)
     watcher.create_subscription(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, state.on_diagnostics, 10)
@@ -165,13 +184,13 @@ def run(args: argparse.Namespace) -> int:
     error = ""
     interrupted = False
     start = time.monotonic()
+    label = f"{namespace} {bridge_params.get('suite')}/{bridge_params.get('task_id')}".strip()
     try:
         for name, command in commands.items():
             with logs[name].open("w") as log:
                 processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         shown: dict = {}
-        with tqdm(total=args.episodes, unit="episode", desc=f"{args.suite}/{args.task}", file=sys.stderr,
-                  mininterval=1.0) as bar:
+        with tqdm(total=episodes or None, unit="episode", desc=label, file=sys.stderr, mininterval=1.0) as bar:
             while True:
                 with state.lock:
                     done, current, chunks = len(state.episodes), dict(state.current), state.chunks
@@ -182,11 +201,11 @@ def run(args: argparse.Namespace) -> int:
                     bar.n = done
                     bar.set_postfix(postfix)
                     shown = postfix
-                if done >= args.episodes:
+                if episodes and done >= episodes:
                     break
                 dead = [n for n, p in processes.items() if p.poll() is not None]
                 if dead:
-                    error = f"{dead[0]} node exited early with code {processes[dead[0]].returncode}"
+                    error = ended_early(dead[0], processes[dead[0]].returncode, state, episodes)
                     break
                 if args.timeout and time.monotonic() - start > args.timeout:
                     error = f"timed out after {args.timeout} s"
@@ -196,23 +215,27 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
         error = "interrupted"
     finally:
+        # either node ending ends the run (as sim.launch.py's OnProcessExit -> Shutdown): stop the other
         exit_codes = {name: stop(process) for name, process in processes.items()}
         executor.shutdown()
         spinner.join(timeout=10)
         watcher.destroy_node()
         rclpy.try_shutdown(context=context)
 
-    episodes = [state.episodes[k] for k in sorted(state.episodes)]
+    episode_records = [state.episodes[k] for k in sorted(state.episodes)]
     summary = {
-        "suite": args.suite,
-        "task_id": args.task,
+        "namespace": namespace or "/",
+        "suite": bridge_params.get("suite"),
+        "task_id": bridge_params.get("task_id"),
         "mode": settings.parameters(POLICY_NODE).get("mode"),
         "checkpoint": str(checkpoint),
         "untrained_checkpoint": untrained,
         "episodes": [{k: e.get(k) for k in ("episode", "init_state", "state", "steps", "reward", "chunks_received",
-                                             "chunks_rejected", "misses")} for e in episodes],
-        "success_rate": (sum(e.get("state") == "success" for e in episodes) / len(episodes)) if episodes else None,
-        "steps": sum(int(e.get("steps", 0)) for e in episodes),
+                                             "chunks_rejected", "chunks_stale", "misses")}
+                     for e in episode_records],
+        "success_rate": (sum(e.get("state") == "success" for e in episode_records) / len(episode_records))
+        if episode_records else None,
+        "steps": sum(int(e.get("steps", 0)) for e in episode_records),
         "chunks": state.chunks,
         "mean_policy_latency_ms": round(sum(state.latencies_ms) / len(state.latencies_ms), 1)
         if state.latencies_ms else None,
@@ -230,19 +253,37 @@ def run(args: argparse.Namespace) -> int:
     return 130 if interrupted else int(failed)
 
 
+def ended_early(name: str, code: int, state: RunState, episodes: int) -> str:
+    """'' when the bridge exited 0 after all its episodes (their final status may trail the exit: wait for it),
+    else why the run ended."""
+    if name == "bridge" and code == 0 and episodes:
+        deadline = time.monotonic() + FINAL_STATUS_WAIT_S
+        while time.monotonic() < deadline:
+            with state.lock:
+                if len(state.episodes) >= episodes:
+                    return ""
+            time.sleep(0.05)
+        return f"bridge exited after {len(state.episodes)} of {episodes} episodes"
+    return f"{name} node exited early with code {code}"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """dtvla-sim's options: `RUN_OPTIONS` (as sim.launch.py's arguments), then the launcher's own."""
     parser = argparse.ArgumentParser(prog="dtvla-sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: tiny untrained one)")
-    parser.add_argument("--suite", default="libero_spatial")
-    parser.add_argument("--task", type=int, default=0, help="task id within the suite")
-    parser.add_argument("--init-state", type=int, default=0, help="init state of the first episode")
-    parser.add_argument("--episodes", type=int, default=1)
-    parser.add_argument("--mode", default=None, choices=[mode.value for mode in NODE_MODES],
-                        help="default: the parameter file's (config/sim.yaml: full)")
-    parser.add_argument("--max-cot-tokens", type=int, default=None,
-                        help="CoT cap; default: the parameter file's (config/sim.yaml: 2048, the upstream eval cap)")
-    parser.add_argument("--max-steps", type=int, default=0, help="episode step cap (0: the suite's)")
+    for name, option in RUN_OPTIONS.items():
+        if name == "checkpoint":
+            parser.add_argument("--checkpoint", default=None,
+                                help="checkpoint directory (default: a tiny UNTRAINED one, written once)")
+        elif name == "mode":
+            parser.add_argument("--mode", default=None, choices=[mode.value for mode in NODE_MODES],
+                                help=f"{option.help} (default: the parameter file's)")
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=option.parse, default=None,
+                                help=f"{option.help} (default: the parameter file's)")
     parser.add_argument("--params-file", default=None, help="default: dtvla_policy's share/config/sim.yaml")
+    parser.add_argument("--namespace", default="", help="ROS namespace of both nodes, e.g. robot1 (default: none)")
+    parser.add_argument("--agentview-topic", default="", help=f"remap {contract.AGENTVIEW_TOPIC} (both nodes)")
+    parser.add_argument("--wrist-topic", default="", help=f"remap {contract.WRIST_TOPIC} (both nodes)")
     parser.add_argument("--log-dir", default=None, help="node logs (default: runs/sim-<time>/)")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     return parser
@@ -251,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
+    if args.episodes is not None and args.episodes < 0:
+        parser.error("--episodes must be >= 0 (0: until interrupted)")
     return run(args)
 
 

@@ -65,7 +65,7 @@ class RosEpisodes:
         config, first = self.config, block[0]
         log_dir = self.logs / f"task{first.task}-init{first.init_state}-attempt{first.attempt}"
         options = {"checkpoint": config.checkpoint, "mode": config.mode, "max_cot_tokens": config.max_cot_tokens,
-                   "suite": config.suite, "task": first.task, "init_state": first.init_state,
+                   "suite": config.suite, "task_id": first.task, "init_state": first.init_state,
                    "episodes": len(block), "max_steps": config.max_steps}
         expected = self.settings.with_options(**options).as_dict()  # from the file as read when checked
         command = [sys.executable, "-m", "dtvla_policy.ros.sim_launcher", "--params-file",

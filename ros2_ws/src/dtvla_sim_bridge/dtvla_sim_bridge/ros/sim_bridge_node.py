@@ -6,10 +6,11 @@ stamp of the observation to answer. The episodes themselves (reset, settle, chun
 simulator failure) are the shared loop of `dtvla_sim_bridge.sim.episode`, the one the evaluation runs; this node
 adapts it to ROS: parameters, stamps, requests and their timeouts, publishing, status. Two clock modes:
 
-- `lockstep` (evaluation): the sim waits for the policy. Stamps are sim time, also published on /clock
-  (policy nodes run with use_sim_time). After a reset or after `execute_steps` actions, publish + request, then
-  wait for the chunk answering exactly that stamp (others are counted stale); no answer in `chunk_timeout_s`
-  (wall) re-publishes the same observation and request and counts a miss. No miss is counted while nobody
+- `lockstep` (evaluation): the sim waits for the policy. Stamps are sim time, also published on `clock`
+  (/clock without a namespace; policy nodes run with use_sim_time and the remap `/clock:=clock`). After a reset
+  or after `execute_steps` actions, publish + request, then wait for the chunk answering exactly that stamp
+  (others are counted stale); no answer in `chunk_timeout_s` (wall) re-publishes the same observation and
+  request and counts a miss. No miss is counted while nobody
   subscribes to the request topic, and the request is re-sent as soon as a subscriber appears.
 - `realtime` (deployment rehearsal): a wall timer at `control_rate_hz` steps the sim with the next queued action,
   holding position (zero deltas, last gripper command) and counting a miss when the queue is empty. Stamps are
@@ -17,7 +18,8 @@ adapts it to ROS: parameters, stamps, requests and their timeouts, publishing, s
   `chunk_timeout_s`; a fresh chunk replaces the queue, an older-stamped one is stale.
 
 The simulator runs in timer callbacks on the executor thread, one env step per callback (~0.15-0.25 s), so
-service calls and chunks are handled between steps. A reset (with its settle steps) takes one callback.
+service calls and chunks are handled between steps. A reset (with its settle steps) takes one callback. After
+`num_episodes` the process exits 0 (1 when it stopped on repeated simulator failures), so a launch can end there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock as RclClock
 from rclpy.clock import ClockType
-from rclpy.node import Node
+from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
@@ -48,6 +50,7 @@ from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_policy.ros.contract import (
     AGENTVIEW_TOPIC,
     CHUNK_REQUEST_TOPIC,
+    CLOCK_TOPIC,
     COMMAND_QOS,
     DIAGNOSTICS_TOPIC,
     EPISODE_STATUS_TOPIC,
@@ -59,9 +62,10 @@ from dtvla_policy.ros.contract import (
     SENSOR_QOS,
     TASK_TOPIC,
     WRIST_TOPIC,
+    status_name,
 )
 from dtvla_policy.ros.image_conversion import numpy_to_image
-from dtvla_policy.ros.node_runner import run_node
+from dtvla_policy.ros.node_runner import FinishingNode, run_node
 from dtvla_sim_bridge.ros.action_chunk import ChunkRejected, chunk_to_actions
 from dtvla_sim_bridge.sim.episode import EpisodeLoop, Outcome
 from dtvla_sim_bridge.sim.libero_env import CONTROL_FREQ_HZ, Frame, LiberoSim, StepResult
@@ -69,16 +73,15 @@ from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite
 
 NODE_NAME = "dtvla_sim_bridge"
 CLOCK_MODES = ("lockstep", "realtime")
-CLOCK_TOPIC = "/clock"
 # Reliable publishers match both reliable and best-effort subscribers (rclpy's TimeSource is best effort).
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-DIAGNOSTIC_NAME = "dtvla_sim_bridge: episode"
 LOCKSTEP_TICK_S = 0.001  # step timer period while lockstep has work; cancelled while it waits for the policy
 WATCH_PERIOD_S = 0.1  # chunk-timeout resolution
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 10.0  # per rejection reason
 MAX_CONSECUTIVE_FAILURES = 3  # a simulator that keeps failing stops the run instead of looping
+FINAL_STATUS_ACK_S = 5.0  # before exiting, wait this long for subscribers to confirm the final status
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ def _stamp_key(stamp: TimeMsg) -> tuple[int, int]:
     return stamp.sec, stamp.nanosec
 
 
-class SimBridgeNode(Node):
+class SimBridgeNode(FinishingNode):
     """LIBERO task <-> dtvla topics; see the module docstring for the two clock modes."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -400,6 +403,9 @@ class SimBridgeNode(Node):
             episode.state = "finished"
             self.get_logger().info(f"finished: {self._episodes_started} episodes, {self._successes} successes")
             self._publish_report()
+            # the latched status dies with the process: let subscribers have it first
+            self._status_pub.wait_for_all_acked(Duration(seconds=FINAL_STATUS_ACK_S))
+            self.finished.set_result(0 if exhausted else 1)
         else:
             self._set_phase(_Phase.RESET)
 
@@ -479,7 +485,7 @@ class SimBridgeNode(Node):
         message = f"episode {status['episode']} {status['state']}, {status['steps']} steps"
         diagnostic = DiagnosticStatus(
             level=level,
-            name=DIAGNOSTIC_NAME,
+            name=status_name(self.get_fully_qualified_name(), "episode"),
             hardware_id=f"libero/{self.config.suite}/{self.config.task_id}",
             message=message + (f": {status['error']}" if status["error"] else ""),
             values=[KeyValue(key=key, value=str(value)) for key, value in status.items()],
@@ -496,7 +502,8 @@ class SimBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the bridge until SIGINT or SIGTERM; either closes the simulator and exits 0."""
+    """Run the bridge until its episodes are done (exit 0; 1 on repeated simulator failures) or until SIGINT or
+    SIGTERM (exit 0); each closes the simulator."""
     run_node(SimBridgeNode, args)
 
 
