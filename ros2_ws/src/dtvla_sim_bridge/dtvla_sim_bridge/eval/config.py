@@ -106,6 +106,7 @@ class EvalConfig:
 
     @property
     def is_baseline(self) -> bool:
+        """No model: the chunks come from `eval.baselines`, which look at no camera."""
         return self.policy != PolicyKind.MODEL
 
     def _check_policy(self) -> None:

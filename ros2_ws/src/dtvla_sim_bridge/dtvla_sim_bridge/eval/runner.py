@@ -1,7 +1,8 @@
 """Runs an evaluation: policy in the main process, episodes in spawned workers, records to the JSONL as they end.
 
 The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
-observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
+observations of all workers that wait for a chunk and answers them with one `predict_batch` call; a baseline
+(`eval.baselines`) answers the same batched queries instead. Workers that
 step in parallel fall into lockstep, so batches are full most of the time and the policy mostly computes while
 the workers wait for it rather than while they render. A worker that dies has its episode recorded as an error
 and retried once by a fresh worker; the evaluation goes on.
