@@ -90,13 +90,6 @@ _CORPUS = [
 ]
 
 
-def token_ids_for(vocab: str) -> TokenIds:
-    """The special and action ids of a vocabulary of VOCABS."""
-    if vocab not in VOCABS:
-        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
-    return TokenIds() if vocab == "released" else TokenIds.layout(COMPACT_TEXT_IDS)
-
-
 def compact_corpus() -> list[str]:
     """What the compact BPE learns from: the prompt of every LIBERO instruction and CoT-style sentences."""
     return [prompt_text(task) for task in LIBERO_INSTRUCTIONS] + cot_sentences()
@@ -133,10 +126,13 @@ def build_tokenizer(
 
 def build_vocab_tokenizer(vocab: str) -> tuple[TokenIds, GemmaTokenizer]:
     """The ids and tokenizer of a vocabulary of VOCABS."""
-    ids = token_ids_for(vocab)
     if vocab == "released":
+        ids = TokenIds()
         return ids, build_tokenizer(ids)
-    return ids, build_tokenizer(ids, compact_corpus(), bpe_size=COMPACT_TEXT_IDS)
+    if vocab == "compact":
+        ids = TokenIds.layout(COMPACT_TEXT_IDS)
+        return ids, build_tokenizer(ids, compact_corpus(), bpe_size=COMPACT_TEXT_IDS)
+    raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
 
 
 def build_config(preset: ModelPreset, ids: TokenIds) -> PaliGemmaConfig:
