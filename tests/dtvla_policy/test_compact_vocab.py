@@ -89,8 +89,10 @@ def test_the_compact_tokenizer_spells_libero_prompts_in_few_tokens(compact_engin
     assert tokenizer.decode(tokenizer(unseen, add_special_tokens=False)["input_ids"]) == unseen
 
 
-def test_cli_demo_preset_writes_a_compact_checkpoint(tmp_path, capsys):
+def test_cli_writes_a_compact_checkpoint_the_demo_preset_s_default(tmp_path, capsys):
     assert PRESETS["demo"].vocab == "compact"
+    with pytest.raises(ValueError, match="unknown vocabulary 'tiny'; choose one of released, compact"):
+        write_tiny_checkpoint(tmp_path / "bad", vocab="tiny")
     main([str(tmp_path / "out"), "--preset", "tiny", "--vocab", "compact", "--seed", "1"])
     assert "UNTRAINED tiny checkpoint" in capsys.readouterr().out
     config = json.loads((tmp_path / "out" / "config.json").read_text())
