@@ -210,12 +210,13 @@ def test_infer_cli_reports_non_finite_outputs(tiny_checkpoint, tmp_path):
 def test_eval_batch_policy_names_the_error_per_episode(tiny_checkpoint, tmp_path):
     from dtvla_sim_bridge.eval.config import EvalConfig
     from dtvla_sim_bridge.eval.runner import BatchPolicy
+    from dtvla_sim_bridge.eval.worker import PolicyQuery
 
     path = checkpoint_with_edited_weight(tiny_checkpoint, tmp_path / "nan", FINAL_NORM,
                                          lambda w: w.__setitem__(0, float("nan")))
     config = EvalConfig(checkpoint=path, suite="libero_spatial", tasks=(0,), trials=1, max_steps=1,
                         out=tmp_path / "eval", mode="masked", max_cot_tokens=4)
-    replies = BatchPolicy(config)([(camera_image(0), camera_image(1), TASK)] * 2)
+    replies = BatchPolicy(config)([PolicyQuery(camera_image(0), camera_image(1), TASK, task=0, step=0)] * 2)
     assert [r.actions for r in replies] == [None, None]
     assert all("NonFiniteOutputError" in r.error and "action stage" in r.error for r in replies)
 

@@ -50,7 +50,7 @@ def test_pending_jobs_skip_settled_and_retry_an_error_once() -> None:
     assert pending_jobs(records, jobs) == [(0, 1, 2), (1, 0, 1)]
 
 
-META = {"suite": "libero_spatial", "mode": "full", "max_steps": 12, "path": "in_process"}
+META = {"suite": "libero_spatial", "policy": "model", "mode": "full", "max_steps": 12, "path": "in_process"}
 
 
 def test_summary_rate_is_over_every_planned_episode_with_errors_as_failures() -> None:

@@ -14,6 +14,7 @@ from dtvla_training.sft.train import deepspeed_config, main, parse_args
 REPO = Path(__file__).resolve().parents[2]
 SFT_YAML = REPO / "config/train/sft.yaml"
 TINY_YAML = REPO / "config/train/tiny.yaml"
+DEMO_YAML = REPO / "config/train/demo.yaml"
 ZERO2 = REPO / "config/train/zero2.json"
 
 
@@ -37,6 +38,14 @@ def test_shipped_config_is_the_upstream_recipe():
     assert config.deepspeed == ZERO2 or config.deepspeed.name == "zero2.json"
     assert config.norm_stats_path == config.dataset / "meta/norm_stats.json"
     assert load_config(TINY_YAML).max_steps > 0  # the test/trial config parses too
+
+
+def test_demo_config_departs_from_upstream_only_where_it_says():
+    demo, upstream = load_config(DEMO_YAML), load_config(SFT_YAML)
+    assert demo.lr_llm == demo.lr_vision == demo.lr_projector == 10 * demo.min_lr  # one rate: random-init groups
+    assert (demo.bf16, demo.grad_accum_steps, demo.micro_batch_size) == (False, 1, upstream.micro_batch_size)
+    same = ("augment", "betas", "eps", "weight_decay", "grad_clip", "seed", "reasoning_dropout", "deepspeed")
+    assert {k: getattr(demo, k) for k in same} == {k: getattr(upstream, k) for k in same}
 
 
 def test_overrides_win_and_numbers_written_as_text_parse(tmp_path):

@@ -31,6 +31,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from dtvla_policy.lerobot_layout import (
+    ACTION_KEY,
+    AGENTVIEW_KEY,
+    CAMERA_KEYS,
+    EPISODE_INDEX_KEY,
+    EPISODES_FILE,
+    FRAME_INDEX_KEY,
+    INFO_FILE,
+    NORM_STATS_PATH,
+    REASONING_KEY,
+    TASK_INDEX_KEY,
+    TASKS_FILE,
+    WRIST_KEY,
+    episode_file,
+)
 from dtvla_policy.model.conventions import (
     ACTION_DIM,
     CHUNK_STEPS,
@@ -46,17 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INFO_FILE = "meta/info.json"
-EPISODES_FILE = "meta/episodes.jsonl"
-TASKS_FILE = "meta/tasks.jsonl"
-NORM_STATS_PATH = "meta/norm_stats.json"
-
-AGENTVIEW_KEY = "observation.images.image"  # upstream's camera columns, in conventions.CAMERA_ORDER
-WRIST_KEY = "observation.images.wrist_image"
-CAMERA_KEYS = (AGENTVIEW_KEY, WRIST_KEY)
-ACTION_KEY = "action"
-REASONING_KEY = "reasoning"
-INDEX_COLUMNS = (ACTION_KEY, "task_index", "episode_index", "frame_index", REASONING_KEY)
+INDEX_COLUMNS = (ACTION_KEY, TASK_INDEX_KEY, EPISODE_INDEX_KEY, FRAME_INDEX_KEY, REASONING_KEY)
 
 REASONING_PAD_ID = TokenIds().pad  # upstream pads the stored reasoning ids with Gemma's <pad>
 THINK_TAGS = (SPECIAL_TOKEN_TEXT["think_start"], SPECIAL_TOKEN_TEXT["think_end"])
@@ -155,15 +160,7 @@ class DatasetMeta:
 
     def episode_path(self, episode_index: int) -> Path:
         """The parquet file of one episode, from info.json's data_path template and chunks_size."""
-        template = self.info["data_path"]
-        chunk = episode_index // int(self.info.get("chunks_size", 1000))
-        try:
-            return self.root / template.format(episode_chunk=chunk, episode_index=episode_index)
-        except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(
-                f"{self.root / INFO_FILE}: data_path {template!r} is not a template of episode_chunk and "
-                f"episode_index ({err!r})"
-            ) from err
+        return episode_file(self.root, self.info, episode_index)
 
     def image_hw(self, key: str) -> tuple[int, int] | None:
         """(height, width) a camera feature declares, or None when info.json does not say."""

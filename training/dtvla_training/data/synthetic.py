@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,11 +65,13 @@ def write_synthetic_dataset(
     image_size: int = 64,
     seed: int = 0,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    tasks: Sequence[tuple[str, str, str]] = TASKS,
 ) -> Path:
     """Write the dataset to `out_dir` atomically (temp dir + rename) and return its path.
 
     episodes: at least 2; the last one has SHORT_EPISODE_FRAMES frames, the others `frames_per_episode`.
     tokenizer: store reasoning as `<think>...</think>` token ids padded with 0 instead of text.
+    tasks: (instruction, object, target) triples, assigned to episodes in turn (e.g. real LIBERO instructions).
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 (the last one is the short one), got {episodes}")
@@ -77,14 +80,14 @@ def write_synthetic_dataset(
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
     with new_directory(out_dir) as tmp:
-        _write(tmp, episodes, frames_per_episode, image_size, np.random.default_rng(seed), tokenizer)
+        _write(tmp, episodes, frames_per_episode, image_size, np.random.default_rng(seed), tokenizer, tasks)
     return Path(out_dir).expanduser().resolve()
 
 
 def _write(root: Path, episodes: int, frames: int, size: int, rng: np.random.Generator,
-           tokenizer: PreTrainedTokenizerBase | None) -> None:
+           tokenizer: PreTrainedTokenizerBase | None, tasks: Sequence[tuple[str, str, str]]) -> None:
     lengths = [frames] * (episodes - 1) + [SHORT_EPISODE_FRAMES]
-    episode_data = [_episode(rng, n, e % len(TASKS), size) for e, n in enumerate(lengths)]
+    episode_data = [_episode(rng, n, e % len(tasks), size, tasks[e % len(tasks)]) for e, n in enumerate(lengths)]
     if tokenizer is None:
         reasoning_type, reasoning_feature = pa.string(), {"dtype": "string", "shape": [1], "names": None}
     else:
@@ -123,7 +126,7 @@ def _write(root: Path, episodes: int, frames: int, size: int, rng: np.random.Gen
         "robot_type": "panda",
         "total_episodes": episodes,
         "total_frames": index,
-        "total_tasks": len(TASKS),
+        "total_tasks": len(tasks),
         "total_videos": 0,
         "total_chunks": (episodes - 1) // CHUNKS_SIZE + 1,
         "chunks_size": CHUNKS_SIZE,
@@ -146,17 +149,17 @@ def _write(root: Path, episodes: int, frames: int, size: int, rng: np.random.Gen
     (root / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     (root / TASKS_FILE).write_text("".join(json.dumps({"task_index": i, "task": task}) + "\n"
-                                           for i, (task, _, _) in enumerate(TASKS)))
+                                           for i, (task, _, _) in enumerate(tasks)))
     (root / EPISODES_FILE).write_text("".join(
-        json.dumps({"episode_index": e, "tasks": [TASKS[data["task_index"]][0]], "length": lengths[e]}) + "\n"
+        json.dumps({"episode_index": e, "tasks": [tasks[data["task_index"]][0]], "length": lengths[e]}) + "\n"
         for e, data in enumerate(episode_data)))
     write_norm_stats(compute_norm_stats(root), root / NORM_STATS_PATH)
 
 
-def _episode(rng: np.random.Generator, n: int, task_index: int, size: int) -> dict:
-    """Actions, encoded images and reasoning of one episode."""
+def _episode(rng: np.random.Generator, n: int, task_index: int, size: int, task: tuple[str, str, str]) -> dict:
+    """Actions, encoded images and reasoning of one episode of `task` (instruction, object, target)."""
     actions = _actions(rng, n)
-    _, obj, target = TASKS[task_index]
+    _, obj, target = task
     # Scene position of the gripper in [0.1, 0.9]^2: it integrates the commanded x/y translation.
     position = np.clip(0.5 + 0.04 * np.cumsum(actions[:, :2], axis=0), 0.1, 0.9)
     height = np.clip(0.5 + 0.04 * np.cumsum(actions[:, 2]), 0.1, 0.9)

@@ -37,7 +37,6 @@ from dtvla_policy.model.conventions import (
     ACTION_TOKENS,
     CAMERA_ORDER,
     CHUNK_STEPS,
-    RANDOM_COT_MAX_ID,
     RANDOM_COT_MIN_ID,
     RANDOM_COT_TOKENS,
 )
@@ -264,8 +263,8 @@ class PolicyEngine:
         """The CoT segment of `masked` (`<think></think>`) or `random` (`<think>`, 128 uniform ids, `</think>`)."""
         if mode is Mode.MASKED:
             body = []
-        else:  # upstream get_vla_action_mask_cot_random: uniform over [0, 220000), specials included
-            high = min(RANDOM_COT_MAX_ID, self.ids.vocab_size)  # only binds for a vocabulary smaller than upstream's
+        else:  # upstream get_vla_action_mask_cot_random: uniform over [0, 220000) on the released vocabulary
+            high = self.ids.random_cot_max_id
             body = torch.randint(RANDOM_COT_MIN_ID, high, (RANDOM_COT_TOKENS,), generator=generator).tolist()
         return [self.ids.think_start, *body, self.ids.think_end]
 

@@ -56,8 +56,8 @@ NORM_STATS_FILE = "norm_stats.json"  # q01/q99 stats next to the weights (upstre
 
 # --- random-CoT ablation (upstream get_vla_action_mask_cot_random) -----------------------------------------
 RANDOM_COT_TOKENS = 128
-RANDOM_COT_MIN_ID = 0  # ids drawn uniformly from [RANDOM_COT_MIN_ID, RANDOM_COT_MAX_ID), specials included
-RANDOM_COT_MAX_ID = 220_000
+RANDOM_COT_MIN_ID = 0  # ids drawn uniformly from [RANDOM_COT_MIN_ID, TokenIds.random_cot_max_id)
+RANDOM_COT_MAX_ID = 220_000  # upstream's bound: text ids (pad, eos, bos included), below every action id and tag
 
 
 RELEASED_VOCAB_SIZE = 257_157
@@ -113,9 +113,29 @@ class TokenIds:
         """The config.json entries that describe these ids (written into checkpoints)."""
         return {key: getattr(self, field) for field, key in self.CONFIG_KEYS.items()}
 
+    @classmethod
+    def layout(cls, text_ids: int) -> TokenIds:
+        """The released vocabulary's layout after `text_ids` text ids: 2048 action ids, the 128-id gap, the five tags.
+
+        `layout(254976)` is the released vocabulary (`TokenIds()`); a smaller `text_ids` gives a compact vocabulary
+        with the same relative layout, so every check below applies to it unchanged. pad, eos and bos stay 0-2.
+        """
+        action_end_id = text_ids + N_BINS - 1
+        image = action_end_id + 1 + ACTION_GAP_BELOW_IMAGE
+        return cls(image=image, think_start=image + 1, think_end=image + 2, action_start=image + 3,
+                   action_end=image + 4, action_begin=text_ids, action_end_id=action_end_id,
+                   vocab_size=image + len(SPECIAL_TOKEN_TEXT))
+
     @property
     def n_action_ids(self) -> int:
         return self.action_end_id - self.action_begin + 1
+
+    @property
+    def random_cot_max_id(self) -> int:
+        """Exclusive bound of the random-CoT ids: upstream's 220000, or the first action id or tag of a vocabulary
+        where text ends below it (a compact one), so a random CoT holds text ids only, as upstream's does."""
+        tags = (self.image, self.think_start, self.think_end, self.action_start, self.action_end)
+        return min(RANDOM_COT_MAX_ID, self.action_begin, *tags)
 
     def validate(self) -> None:
         """Refuse inconsistent ids: the codec and the action sub-vocabulary depend on them."""

@@ -1,9 +1,13 @@
 """`dtvla-tiny-checkpoint OUT_DIR`: a small random-init checkpoint in the released checkpoints' format.
 
-Used by tests, demos and benchmarks, since no weights can be downloaded here. It has the REAL vocabulary size
-(257157) and the real special-token ids, so every id-dependent code path (codec, bans, mask) runs as with the
-released model. The tokenizer is a Gemma-style byte-fallback BPE trained on a few robot sentences, padded with
-`<unusedN>` entries up to id 257151, then the five special tokens at 257152-257156.
+Used by tests, demos and benchmarks, since no weights can be downloaded here. Two vocabularies:
+  released  the REAL vocabulary size (257157) and special-token ids, so every id-dependent code path (codec, bans,
+            mask) runs as with the released model. A Gemma-style byte-fallback BPE trained on a few robot
+            sentences, padded with `<unusedN>` entries up to id 257151, then the five special tokens at 257152-257156;
+  compact   the same layout after only COMPACT_TEXT_IDS text ids (`TokenIds.layout`): a BPE trained on LIBERO's
+            instructions and CoT-style sentences (`robot_corpus`), the 2048 action ids, the 128-id gap, the five
+            tags; 3205 ids in all. At small widths the 257k-row embedding and LM head would dominate the size and
+            the CoT loss's compute; the ids are declared in config.json, and every reader takes them from there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +27,10 @@ from transformers import GemmaConfig, GemmaTokenizer, PaliGemmaConfig, SiglipVis
 
 from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE
-from dtvla_policy.model.conventions import SPECIAL_TOKEN_TEXT, THINK_INSTRUCTION, TokenIds
+from dtvla_policy.model.conventions import SPECIAL_TOKEN_TEXT, THINK_INSTRUCTION, TokenIds, prompt_text
 from dtvla_policy.model.modeling import DeepThinkVLA
 from dtvla_policy.model.normalizer import QuantileNormalizer
+from dtvla_policy.model.robot_corpus import LIBERO_INSTRUCTIONS, cot_sentences
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,11 @@ class ModelPreset:
     vision_ffn: int
     image_size: int
     patch_size: int = 14
+    vocab: str = "released"  # a key of VOCABS
+
+
+VOCABS = ("released", "compact")
+COMPACT_TEXT_IDS = 1024  # BPE merges, bytes and Gemma's 5 base specials; LIBERO's words all fit (the rest is filler)
 
 
 PRESETS = {
@@ -54,6 +65,10 @@ PRESETS = {
     # parameters: ~12 GB in fp32. For the real-size benchmark; writing it to disk is rarely what you want.
     "released": ModelPreset(hidden=2048, layers=18, heads=8, ffn=16384, vision_hidden=1152, vision_layers=27,
                             vision_heads=16, vision_ffn=4304, image_size=224),
+    # The demo policy trained on this CPU (config/train/demo.yaml, docs/training.md): compact vocabulary, 2 x 112 px
+    # images = 128 image tokens; 6.6M parameters, 13.2 MB in bf16 (26.3 MB in fp32).
+    "demo": ModelPreset(hidden=256, layers=4, heads=4, ffn=1024, vision_hidden=192, vision_layers=4, vision_heads=3,
+                        vision_ffn=768, image_size=112, vocab="compact"),
 }
 
 # LIBERO-like q01/q99 of the 7 command dims (metres / radians per step; gripper in [-1, 1]).
@@ -75,27 +90,49 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = TokenIds().vocab_size) -> GemmaTokenizer:
-    """Gemma-style tokenizer whose special tokens sit at the released ids (see module docstring)."""
+def compact_corpus() -> list[str]:
+    """What the compact BPE learns from: the prompt of every LIBERO instruction and CoT-style sentences."""
+    return [prompt_text(task) for task in LIBERO_INSTRUCTIONS] + cot_sentences()
+
+
+def build_tokenizer(
+    ids: TokenIds | None = None, corpus: Sequence[str] = _CORPUS, bpe_size: int = 800
+) -> GemmaTokenizer:
+    """Gemma-style tokenizer: a BPE of up to `bpe_size` ids (bytes and base specials included) learnt from
+    `corpus`, `<unusedN>` filler up to the five tags, which land on `ids`' tag ids (see module docstring)."""
+    ids = ids or TokenIds()
+    if bpe_size > ids.action_begin:
+        raise ValueError(f"a BPE of {bpe_size} ids would overlap the action ids from {ids.action_begin}")
     bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     bpe.normalizer = normalizers.Replace(" ", "\u2581")
     bpe.pre_tokenizer = pre_tokenizers.Split(pattern="\u2581", behavior="merged_with_previous")
     bpe.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
     base_specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # ids 0-4, as in Gemma
     trainer = trainers.BpeTrainer(
-        vocab_size=800, show_progress=False,
+        vocab_size=bpe_size, show_progress=False,
         special_tokens=base_specials + [f"<0x{i:02X}>" for i in range(256)],
     )
-    bpe.train_from_iterator(_CORPUS, trainer)
+    bpe.train_from_iterator(corpus, trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = dict(model["vocab"])
-    n_regular = vocab_size - len(SPECIAL_TOKEN_TEXT)
-    for i in range(len(vocab), n_regular):  # filler keeps the action range and special ids where upstream has them
+    n_regular = ids.vocab_size - len(SPECIAL_TOKEN_TEXT)
+    for i in range(len(vocab), n_regular):  # filler keeps the action range and special ids where `ids` has them
         vocab[f"<unused{i}>"] = i
     tokenizer = GemmaTokenizer(vocab=vocab, merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" "))
                                                      for m in model["merges"]])
     tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKEN_TEXT.values())})
     return tokenizer
+
+
+def build_vocab_tokenizer(vocab: str) -> tuple[TokenIds, GemmaTokenizer]:
+    """The ids and tokenizer of a vocabulary of VOCABS."""
+    if vocab == "released":
+        ids = TokenIds()
+        return ids, build_tokenizer(ids)
+    if vocab == "compact":
+        ids = TokenIds.layout(COMPACT_TEXT_IDS)
+        return ids, build_tokenizer(ids, compact_corpus(), bpe_size=COMPACT_TEXT_IDS)
+    raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
 
 
 def build_config(preset: ModelPreset, ids: TokenIds) -> PaliGemmaConfig:
@@ -121,12 +158,15 @@ def build_config(preset: ModelPreset, ids: TokenIds) -> PaliGemmaConfig:
     return config
 
 
-def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write a random-init checkpoint to `out_dir` atomically (temp dir + rename); returns the path."""
+def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int = 0, vocab: str | None = None) -> Path:
+    """Write a random-init checkpoint to `out_dir` atomically (temp dir + rename); returns the path.
+
+    vocab: one of VOCABS; None takes the preset's.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    ids = TokenIds()
-    tokenizer = build_tokenizer(ids.vocab_size)
+    vocab = vocab or PRESETS[preset].vocab
+    ids, tokenizer = build_vocab_tokenizer(vocab)
     torch.manual_seed(seed)
     model = DeepThinkVLA(build_config(PRESETS[preset], ids)).eval()
     with new_directory(out_dir) as tmp:
@@ -136,7 +176,8 @@ def write_tiny_checkpoint(out_dir: str | Path, preset: str = "tiny", seed: int =
         tokenizer.save_pretrained(tmp)
         (tmp / NORM_STATS_FILE).write_text(json.dumps(DEMO_NORM_STATS.to_stats(), indent=2))
         (tmp / "README.md").write_text(
-            f"Random-init DeepThinkVLA checkpoint (preset {preset!r}, seed {seed}) written by dtvla-tiny-checkpoint."
+            f"Random-init DeepThinkVLA checkpoint (preset {preset!r}, {vocab} vocabulary of {ids.vocab_size} ids, "
+            f"seed {seed}) written by dtvla-tiny-checkpoint."
             "\nIt is UNTRAINED: its actions and chain-of-thought are noise. For tests and demos only.\n"
         )
     return Path(out_dir).expanduser().resolve()
@@ -146,9 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="directory to create (must not exist or be empty)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--vocab", default=None, choices=VOCABS,
+                        help="released: the 257157 released ids; compact: a 3205-id LIBERO vocabulary (default: the "
+                        "preset's: compact for demo, released for the others)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = write_tiny_checkpoint(args.out_dir, args.preset, args.seed)
+    path = write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.vocab)
     print(f"wrote UNTRAINED {args.preset} checkpoint to {path}")
 
 

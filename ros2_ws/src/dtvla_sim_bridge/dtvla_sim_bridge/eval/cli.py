@@ -1,4 +1,4 @@
-"""`dtvla-eval`: evaluate a checkpoint on a LIBERO suite with the DeepThinkVLA protocol (see docs/evaluation.md)."""
+"""`dtvla-eval`: evaluate a checkpoint or a baseline on a LIBERO suite, DeepThinkVLA protocol (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 
 from dtvla_policy.protocol import COT_CAP_EVAL, EVAL_MODES, UPSTREAM_EPISODE, Mode
 from dtvla_sim_bridge.eval.config import (
+    MODEL_OPTIONS,
     EvalConfig,
     EvalInputError,
+    PolicyKind,
     check_trials,
     parse_video_episodes,
     resolve_tasks,
@@ -30,12 +32,19 @@ PATH_DEFAULT = " (default: {}; with --via-ros: the parameter file's)"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dtvla-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (safetensors + norm_stats.json)")
+    parser.add_argument("--policy", default=PolicyKind.MODEL.value, choices=[kind.value for kind in PolicyKind],
+                        help="model: the checkpoint; noop: hold still, gripper open; replay: one recorded "
+                        "demonstration per task, open-loop (baselines: the floor to read a model's rate against)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory (safetensors + norm_stats.json); --policy model only")
+    parser.add_argument("--replay-dataset", default=None,
+                        help="--policy replay: LeRobot dataset whose first episode of each task is replayed")
     parser.add_argument("--suite", required=True, help=f"one of {', '.join(s.name for s in SUITES)}")
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids or names (default: every task)")
     parser.add_argument("--trials", type=int, default=50, help="init states 0..N-1 per task (upstream: 50)")
-    parser.add_argument("--mode", default=Mode.FULL.value, choices=[mode.value for mode in EVAL_MODES],
-                        help="CoT setting (paper: full, masked, random)")
+    parser.add_argument("--mode", default=None, choices=[mode.value for mode in EVAL_MODES],
+                        help=f"CoT setting (paper: full, masked, random; default {Mode.FULL.value}); "
+                        "--policy model only")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode step cap (default: the suite's, 220/280/300/620/400)")
     parser.add_argument("--long-horizon-520", action="store_true",
@@ -44,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="actions of each chunk executed open-loop before the next query"
                         + PATH_DEFAULT.format(f"all {UPSTREAM_EPISODE.execute_steps}, as upstream"))
     parser.add_argument("--workers", type=int, default=1, help="episode worker processes (one LIBERO env each)")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<suite>-<mode>)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default: runs/eval-<suite>-<mode>, or -<policy> for a baseline)")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"global seed (default: {UPSTREAM_EPISODE.seed}, as upstream; not with --via-ros)")
     parser.add_argument("--camera-size", type=int, default=None,
@@ -66,9 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> EvalConfig:
     """Validate everything that can be checked without starting a worker; EvalInputError says what to fix."""
-    checkpoint = Path(args.checkpoint).expanduser().resolve()
-    if not checkpoint.is_dir():
-        raise EvalInputError(f"checkpoint directory {checkpoint} does not exist")
+    checkpoint = _existing_dir(args.checkpoint, "checkpoint")
+    replay_dataset = _existing_dir(args.replay_dataset, "replay dataset")
+    baseline = args.policy != PolicyKind.MODEL
+    if baseline:
+        given = [name for name in MODEL_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise EvalInputError(f"--{given[0].replace('_', '-')} applies to --policy model only, not to the "
+                                 f"{args.policy} baseline")
+    mode = None if baseline else args.mode or Mode.FULL.value
     try:
         spec = get_suite(args.suite)
     except ValueError as exc:
@@ -79,10 +95,11 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
     infos = suite_tasks(spec.name)
     tasks = resolve_tasks(args.tasks, infos, spec.name)
     check_trials(args.trials, tasks, infos, spec.name)
-    out = Path(args.out or Path("runs") / f"eval-{spec.name}-{args.mode}").expanduser().resolve()
+    out = Path(args.out or Path("runs") / f"eval-{spec.name}-{mode or args.policy}").expanduser().resolve()
     settings: dict[str, Any] = {
         "checkpoint": checkpoint, "suite": spec.name, "tasks": tasks, "trials": args.trials, "max_steps": max_steps,
-        "out": out, "mode": args.mode, "workers": args.workers, "via_ros": args.via_ros,
+        "out": out, "policy": args.policy, "replay_dataset": replay_dataset, "mode": mode, "workers": args.workers,
+        "via_ros": args.via_ros,
         "video_episodes": parse_video_episodes(args.video_episodes, tasks, args.trials),
         "step_caps": {"deepthinkvla": spec.max_steps, "openvla": spec.openvla_max_steps},
     }
@@ -91,13 +108,23 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
             settings[name] = getattr(args, name)
     if args.params_file is not None:
         settings["params_file"] = Path(args.params_file).expanduser().resolve()
-    if args.via_ros:
+    if args.via_ros and not baseline:  # a baseline over ROS is refused by EvalConfig
         try:
-            used = sim_settings(settings.get("params_file"), args.mode, spec.name, max_steps, args.max_cot_tokens)
+            used = sim_settings(settings.get("params_file"), mode, spec.name, max_steps, args.max_cot_tokens)
             settings = ros_defaults(used) | settings
         except (OSError, ValueError) as exc:
             raise EvalInputError(f"--via-ros: {exc}") from None
     return EvalConfig(**settings)
+
+
+def _existing_dir(path: str | None, what: str) -> Path | None:
+    """The absolute path of a directory given on the command line (None when not given)."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_dir():
+        raise EvalInputError(f"{what} directory {resolved} does not exist")
+    return resolved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import difflib
 import os
 import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ class EvalInputError(ValueError):
     """Bad command-line input, caught before any worker starts; the message says what to change."""
 
 
+class PolicyKind(StrEnum):
+    """What answers the episodes' chunk requests (`eval.baselines` documents the two baselines)."""
+
+    MODEL = "model"  # a checkpoint through PolicyEngine, in the CoT `mode` asked for
+    NOOP = "noop"  # zero deltas, gripper open
+    REPLAY = "replay"  # one recorded demonstration per task, open-loop
+
+
+MODEL_OPTIONS = ("mode", "max_cot_tokens", "device", "dtype")  # settings only a model uses
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """One LIBERO task as the benchmark defines it."""
@@ -52,13 +64,15 @@ class TaskInfo:
 class EvalConfig:
     """One evaluation run. Paths are absolute; `max_steps` is already resolved from the suite."""
 
-    checkpoint: Path
+    checkpoint: Path | None  # None for a baseline
     suite: str
     tasks: tuple[int, ...]
     trials: int  # init states 0..trials-1 of every task, in order (upstream: 50)
     max_steps: int  # policy steps per episode, settle steps excluded
     out: Path
-    mode: str = Mode.FULL.value
+    policy: str = PolicyKind.MODEL.value
+    replay_dataset: Path | None = None  # policy replay: the LeRobot dataset holding the demonstrations
+    mode: str | None = Mode.FULL.value  # None for a baseline, which has no CoT
     replan_steps: int = UPSTREAM_EPISODE.execute_steps  # actions of a chunk executed open-loop before the next query
     workers: int = 1
     seed: int | None = UPSTREAM_EPISODE.seed  # global seed; None on the ROS path, where no node seeds anything
@@ -75,8 +89,7 @@ class EvalConfig:
     step_caps: dict[str, int] = field(default_factory=dict)  # the suite's caps, for the manifest
 
     def __post_init__(self) -> None:
-        if self.mode not in EVAL_MODES:
-            raise EvalInputError(f"unknown mode {self.mode!r}; expected one of {', '.join(EVAL_MODES)}")
+        self._check_policy()
         for name in ("trials", "max_steps", "workers"):
             if getattr(self, name) < 1:
                 raise EvalInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -90,6 +103,31 @@ class EvalConfig:
             self._check_ros_protocol()
         else:
             self._check_in_process_protocol()
+
+    @property
+    def is_baseline(self) -> bool:
+        """No model: the chunks come from `eval.baselines`, which look at no camera."""
+        return self.policy != PolicyKind.MODEL
+
+    def _check_policy(self) -> None:
+        """A model needs a checkpoint and a mode; a baseline takes neither, and runs in process only."""
+        kinds = [kind.value for kind in PolicyKind]
+        if self.policy not in kinds:
+            raise EvalInputError(f"unknown --policy {self.policy!r}; expected one of {', '.join(kinds)}")
+        if (self.replay_dataset is None) == (self.policy == PolicyKind.REPLAY):
+            raise EvalInputError("--replay-dataset DIR goes with --policy replay, and only with it")
+        if not self.is_baseline:
+            if self.checkpoint is None:
+                raise EvalInputError("--policy model needs --checkpoint DIR")
+            if self.mode not in EVAL_MODES:
+                raise EvalInputError(f"unknown mode {self.mode!r}; expected one of {', '.join(EVAL_MODES)}")
+            return
+        if self.checkpoint is not None:
+            raise EvalInputError(f"--policy {self.policy} loads no model: drop --checkpoint")
+        if self.mode is not None:
+            raise EvalInputError(f"--policy {self.policy} writes no CoT: it has no mode (got {self.mode!r})")
+        if self.via_ros:
+            raise EvalInputError(f"--policy {self.policy} runs in process only: --via-ros drives the policy node")
 
     @property
     def protocol(self) -> EpisodeProtocol:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dtvla_policy.model.conventions import NORM_STATS_FILE
-from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError, PolicyKind
 
 PACKAGES = (
     "dtvla_policy", "dtvla_sim_bridge", "torch", "transformers", "numpy", "mujoco", "robosuite",
@@ -28,8 +28,8 @@ PACKAGES = (
 )
 # Settings that change the numbers; trials, tasks, workers and videos may differ between resumptions.
 PROTOCOL_KEYS = (
-    "suite", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size", "hard_reset",
-    "max_cot_tokens", "dtype", "path",
+    "suite", "policy", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size",
+    "hard_reset", "max_cot_tokens", "dtype", "path",
 )
 PER_CALL_PARAMETERS = ("task_id", "init_state_index", "num_episodes")  # the ROS path sets them per dtvla-sim call
 
@@ -67,15 +67,20 @@ def ros_parameters(config: EvalConfig) -> dict[str, Any]:
             "nodes": nodes}
 
 
-def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str, Any]) -> dict[str, Any]:
-    """`decode`: the decoding settings the policy runs with (see `runner.evaluate`)."""
+def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str, Any] | None,
+                   policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`decode`: the decoding settings the policy runs with (None for a baseline); `policy`: what answered the
+    chunk requests, from the policy's `describe()` (kind, and for a replay the episodes replayed; see
+    `runner.evaluate`)."""
     settings = asdict(config)
-    settings.update(checkpoint=str(config.checkpoint), out=str(config.out), tasks=list(config.tasks),
+    settings.update(checkpoint=_str_or_none(config.checkpoint), replay_dataset=_str_or_none(config.replay_dataset),
+                    out=str(config.out), tasks=list(config.tasks),
                     video_episodes=[list(p) for p in config.video_episodes],
                     params_file=str(config.params_file) if config.params_file else None)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "path": "ros" if config.via_ros else "in_process",
+        "policy": policy or {"kind": config.policy},
         "config": settings,
         "decode": decode,
         "ros": ros_parameters(config) if config.via_ros else None,
@@ -96,11 +101,18 @@ def build_manifest(config: EvalConfig, hashes: dict[str, str], decode: dict[str,
 
 
 def protocol_of(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What must not change within one JSONL: the protocol settings, the weights and the decoding (a manifest
-    without `decode` predates its recording, so its decoder is unknown and the run is not resumed)."""
-    values = {**manifest["config"], "path": manifest["path"]}
+    """What must not change within one JSONL: the protocol settings, the policy (weights, decoding, or the
+    replayed episodes). A manifest without `decode` predates its recording, so its decoder is unknown and the run
+    is not resumed; one without `policy` predates the baselines and evaluated a model."""
+    model = {"kind": PolicyKind.MODEL.value}
+    values = {"policy": model["kind"], **manifest["config"], "path": manifest["path"]}
     return {key: values.get(key) for key in PROTOCOL_KEYS} | {
-        "checkpoint_sha256": manifest["checkpoint_sha256"], "decode": manifest.get("decode")}
+        "checkpoint_sha256": manifest["checkpoint_sha256"], "decode": manifest.get("decode"),
+        "policy_source": manifest.get("policy", model)}
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def check_resumable(previous: dict[str, Any], current: dict[str, Any], manifest_path: Path) -> None:

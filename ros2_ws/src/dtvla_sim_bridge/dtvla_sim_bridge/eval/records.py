@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dtvla_policy.atomic_file import cut_torn_tail
+from dtvla_sim_bridge.eval.config import PolicyKind
 from dtvla_sim_bridge.eval.stats import wilson_interval
 
 MAX_ATTEMPTS = 2  # an episode whose worker died or whose simulator failed is retried once
@@ -152,13 +153,19 @@ def _interval(bounds: list[float]) -> str:
     return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}"
 
 
+def policy_label(policy: str, mode: str | None) -> str:
+    """What was evaluated, for headings: `mode full` for a model, `noop baseline` for a baseline."""
+    return f"mode {mode}" if policy == PolicyKind.MODEL else f"{policy} baseline"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A Markdown table of the summary: one row per task and a total row; the settled-only columns appear only
     while the run is incomplete, when they differ from the headline."""
     complete = summary["complete"]
     planned, settled = summary["episodes_planned"], summary["episodes_settled"]
     lines = [
-        f"# {summary['suite']}: mode {summary['mode']}, cap {summary['max_steps']} steps, path {summary['path']}",
+        f"# {summary['suite']}: {policy_label(summary['policy'], summary['mode'])}, cap {summary['max_steps']} steps, "
+        f"path {summary['path']}",
         "",
         f"Episodes settled: {settled} / {planned}. SR is over every planned episode, errors counted as failures."
         + ("" if complete else f" INCOMPLETE: the {planned - settled} pending episodes count as failures, so SR is"

@@ -1,7 +1,8 @@
 """Runs an evaluation: policy in the main process, episodes in spawned workers, records to the JSONL as they end.
 
 The main process loads the checkpoint once (a load failure stops the run before any worker starts), collects the
-observations of all workers that wait for a chunk and answers them with one `predict_batch` call. Workers that
+observations of all workers that wait for a chunk and answers them with one `predict_batch` call; a baseline
+(`eval.baselines`) answers the same batched queries instead. Workers that
 step in parallel fall into lockstep, so batches are full most of the time and the policy mostly computes while
 the workers wait for it rather than while they render. A worker that dies has its episode recorded as an error
 and retried once by a fresh worker; the evaluation goes on.
@@ -28,7 +29,8 @@ from tqdm import tqdm
 
 from dtvla_policy.atomic_file import write_json, write_text
 from dtvla_policy.protocol import DecodeConfig, Mode
-from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError, suite_tasks
+from dtvla_sim_bridge.eval.baselines import NoopPolicy, ReplayPolicy, load_demonstrations
+from dtvla_sim_bridge.eval.config import EvalConfig, EvalInputError, PolicyKind, suite_tasks
 from dtvla_sim_bridge.eval.manifest import build_manifest, check_resumable, checkpoint_hashes
 from dtvla_sim_bridge.eval.records import (
     MAX_ATTEMPTS,
@@ -38,7 +40,7 @@ from dtvla_sim_bridge.eval.records import (
     summarize,
     summary_markdown,
 )
-from dtvla_sim_bridge.eval.worker import Job, PolicyReply, WorkerSettings, worker_main
+from dtvla_sim_bridge.eval.worker import Job, PolicyQuery, PolicyReply, WorkerSettings, worker_main
 
 BATCH_WAIT_S = 1.0  # longest an observation waits for busy workers to join its batch
 POLL_S = 0.2
@@ -107,19 +109,41 @@ class BatchPolicy:
         """The engine's own decoding settings: what every episode of the run decodes with."""
         return asdict(self.engine.decode_config)
 
-    def __call__(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[PolicyReply]:
+    def describe(self) -> dict[str, Any]:
+        """The manifest's record of the policy (the checkpoint's hashes are recorded beside it)."""
+        return {"kind": PolicyKind.MODEL.value}
+
+    def __call__(self, queries: list[PolicyQuery]) -> list[PolicyReply]:
         decode = self.engine.decode_config
         if self.mode == Mode.RANDOM:  # a fresh, reproducible random CoT per call (a fixed seed would repeat one CoT)
             decode = replace(decode, seed=self.seed + self.calls)
         self.calls += 1
         try:
-            predictions = self.engine.predict_batch([self._observation(*item) for item in items], self.mode, decode)
+            observations = [self._observation(q.agentview, q.wrist, q.instruction) for q in queries]
+            predictions = self.engine.predict_batch(observations, self.mode, decode)
         except Exception as exc:  # the episodes waiting on this batch fail; the evaluation goes on
-            return [PolicyReply(None, error=repr(exc)) for _ in items]
+            return [PolicyReply(None, error=repr(exc)) for _ in queries]
         return [
-            PolicyReply(p.actions, p.cot, p.timings["total_ms"], p.cot_tokens, p.cot_truncated, len(items))
+            PolicyReply(p.actions, p.cot, p.timings["total_ms"], p.cot_tokens, p.cot_truncated, len(queries))
             for p in predictions
         ]
+
+
+ChunkSource = BatchPolicy | NoopPolicy | ReplayPolicy
+
+
+def in_process_policy(config: EvalConfig) -> ChunkSource:
+    """What answers the workers' chunk requests: the checkpoint's engine or a baseline (`eval.baselines`)."""
+    if config.policy == PolicyKind.NOOP:
+        return NoopPolicy()
+    if config.policy == PolicyKind.REPLAY:
+        instructions = {info.task_id: info.language for info in suite_tasks(config.suite)
+                        if info.task_id in config.tasks}
+        try:
+            return ReplayPolicy(config.replay_dataset, load_demonstrations(config.replay_dataset, instructions))
+        except (OSError, ValueError) as exc:
+            raise EvalInputError(str(exc)) from None
+    return BatchPolicy(config)
 
 
 @dataclass
@@ -135,7 +159,8 @@ class _Worker:
 class WorkerPool:
     """Spawned episode workers, the job queue and the batching loop."""
 
-    def __init__(self, config: EvalConfig, policy: Callable[[list], list[PolicyReply]], videos: Path) -> None:
+    def __init__(self, config: EvalConfig, policy: Callable[[list[PolicyQuery]], list[PolicyReply]],
+                 videos: Path) -> None:
         self.config = config
         self.policy = policy
         self.context = mp.get_context("spawn")  # fork would copy torch threads and GL state into the children
@@ -146,7 +171,7 @@ class WorkerPool:
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
         self.startup_deaths = 0
-        self.waiting: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
+        self.waiting: dict[int, PolicyQuery] = {}
         self.waiting_since = 0.0
 
     def _spawn(self) -> None:
@@ -208,7 +233,7 @@ class WorkerPool:
         elif kind == "observation":
             if not self.waiting:
                 self.waiting_since = time.monotonic()
-            self.waiting[worker_id] = tuple(payload)
+            self.waiting[worker_id] = payload[0]
             worker.state = "waiting"
         elif kind == "result" and worker.job is not None:
             job, worker.job, worker.state = worker.job, None, "idle"
@@ -308,9 +333,9 @@ def _unusable_manifest(paths: OutputPaths, problem: str) -> EvalInputError:
 
 
 def _write_manifest(config: EvalConfig, paths: OutputPaths, previous: dict[str, Any] | None,
-                    hashes: dict[str, str], decode: dict[str, Any]) -> dict[str, Any]:
+                    hashes: dict[str, str], decode: dict[str, Any] | None, policy: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest on a first run; on a resumption check it matches and log the resumption in it."""
-    manifest = build_manifest(config, hashes, decode)
+    manifest = build_manifest(config, hashes, decode, policy)
     if previous is not None:
         check_resumable(previous, manifest, paths.manifest)
         previous.setdefault("resumptions", []).append(
@@ -324,7 +349,7 @@ def _write_manifest(config: EvalConfig, paths: OutputPaths, previous: dict[str, 
 
 def write_summary(config: EvalConfig, paths: OutputPaths) -> dict[str, Any]:
     """Recompute the summary from the JSONL and write it as JSON and Markdown."""
-    meta = {"suite": config.suite, "mode": config.mode, "max_steps": config.max_steps,
+    meta = {"suite": config.suite, "policy": config.policy, "mode": config.mode, "max_steps": config.max_steps,
             "path": "ros" if config.via_ros else "in_process", "trials": config.trials, "tasks_run": list(config.tasks)}
     summary = summarize(read_records(paths.episodes), config.jobs, meta)
     write_json(paths.summary_json, summary)
@@ -338,18 +363,18 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     np.random.seed(config.seed)
     paths = OutputPaths.of(config.out, config.suite)
     previous = _read_manifest(paths)
-    hashes = checkpoint_hashes(config.checkpoint)
+    hashes = checkpoint_hashes(config.checkpoint) if config.checkpoint else {}
     if config.via_ros:
         from dtvla_sim_bridge.eval.ros_runner import RosEpisodes
 
         episodes = RosEpisodes(config)
         run_jobs: Callable = episodes.run
-        decode = episodes.decode
+        decode, described = episodes.decode, {"kind": PolicyKind.MODEL.value}
     else:
-        policy = BatchPolicy(config)
+        policy = in_process_policy(config)
         run_jobs = WorkerPool(config, policy, paths.videos).run
-        decode = policy.decode
-    _write_manifest(config, paths, previous, hashes, decode)
+        decode, described = policy.decode, policy.describe()
+    _write_manifest(config, paths, previous, hashes, decode, described)
     records = read_records(paths.episodes)
     videos = set(config.video_episodes)
     jobs = [Job(task, init, attempt, (task, init) in videos) for task, init, attempt in
@@ -362,7 +387,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     with EpisodeLog(paths.episodes) as log, tqdm(total=len(jobs), unit="episode", desc=config.suite,
                                                  file=sys.stderr, disable=not progress) as bar:
         def on_record(record: dict[str, Any]) -> None:
-            log.append(record | {"max_cot_tokens": decode["max_cot_tokens"]})  # the cap this episode ran with
+            log.append(record | {"max_cot_tokens": decode["max_cot_tokens"] if decode else None})  # its CoT cap
             if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:  # settled: errors count as failures
                 bar.update(1)
                 counts["settled"] += 1

@@ -44,6 +44,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class PolicyQuery:
+    """One chunk request: what the policy sees, and where in which episode it is asked (for the baselines)."""
+
+    agentview: np.ndarray  # (H, W, 3) uint8, rotated as the policy sees it
+    wrist: np.ndarray
+    instruction: str  # the task's language, as LIBERO gives it
+    task: int  # LIBERO task id in the suite
+    step: int  # policy steps since the reset (settle steps excluded): the step the chunk starts at
+
+
+@dataclass(frozen=True)
 class PolicyReply:
     """One chunk for one observation, or why the policy could not give it."""
 
@@ -77,7 +88,7 @@ class EpisodeTrace:
         self.last_reply = reply
 
 
-AskPolicy = Callable[[Frame, str], PolicyReply]
+AskPolicy = Callable[[PolicyQuery], PolicyReply]
 
 
 def run_episode(loop: EpisodeLoop, job: Job, ask: AskPolicy) -> tuple[dict[str, Any], EpisodeTrace]:
@@ -85,7 +96,8 @@ def run_episode(loop: EpisodeLoop, job: Job, ask: AskPolicy) -> tuple[dict[str, 
     trace = EpisodeTrace()
 
     def ask_chunk(frame: Frame, instruction: str) -> np.ndarray:
-        reply = ask(frame, instruction)
+        reply = ask(PolicyQuery(np.asarray(frame.agentview), np.asarray(frame.wrist), instruction, job.task,
+                                frame.step))
         if reply.error or reply.actions is None:
             raise RuntimeError(f"policy failed: {reply.error}")
         trace.add(reply)
@@ -169,8 +181,8 @@ def worker_main(worker_id: int, settings: WorkerSettings, conn: Connection) -> N
     random.seed(settings.protocol.seed)
     np.random.seed(settings.protocol.seed)
 
-    def ask(frame: Frame, language: str) -> PolicyReply:
-        conn.send(("observation", worker_id, np.asarray(frame.agentview), np.asarray(frame.wrist), language))
+    def ask(query: PolicyQuery) -> PolicyReply:
+        conn.send(("observation", worker_id, query))
         return conn.recv()
 
     runner = EpisodeRunner(settings, ask, worker_id)
