@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make demo-checkpoint`: the whole learning loop on this CPU, each stage resumable (rerun to continue):
+#   random-init demo model -> scripted demonstrations -> CoT annotations -> SFT -> held-out evaluation
+#   (model in full and masked mode, beside the replay and no-op floors, with and without object jitter)
+#   -> a bf16 export with the evaluation summaries in it.
+# Settings come from the environment (defaults below); docs/training.md "The demo checkpoint" explains them.
+set -euo pipefail
+
+OUT=${DEMO_DIR:-runs/demo}
+SUITE=${DEMO_SUITE:-libero_spatial}
+TRAIN_INITS=${DEMO_TRAIN_INITS:-0-39}          # init states the demonstrations start from
+EPISODES_PER_TASK=${DEMO_EPISODES_PER_TASK:-20}
+EVAL_FIRST_INIT=${DEMO_EVAL_FIRST_INIT:-40}     # held out: never demonstrated
+EVAL_TRIALS=${DEMO_EVAL_TRIALS:-10}
+JITTER=${DEMO_JITTER:-0.02}                     # metres, demonstrations and the jittered evaluation
+IMAGE_SIZE=${DEMO_IMAGE_SIZE:-128}
+WORKERS=${DEMO_WORKERS:-2}
+SFT_CONFIG=${DEMO_SFT_CONFIG:-config/train/demo.yaml}
+export OMP_WAIT_POLICY=PASSIVE                  # spinning OpenMP threads starve the loader: ~3x slower SFT here
+
+stage() { echo "== demo-checkpoint: $*" >&2; }
+
+if [ ! -f "$OUT/init/config.json" ]; then
+  stage "random-init demo model -> $OUT/init"
+  dtvla-tiny-checkpoint "$OUT/init" --preset demo
+fi
+
+if [ ! -f "$OUT/demos/meta/info.json" ]; then
+  stage "scripted demonstrations -> $OUT/demos"
+  dtvla-collect-demos --suite "$SUITE" --init-states "$TRAIN_INITS" --episodes-per-task "$EPISODES_PER_TASK" \
+    --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --fast-render --workers "$WORKERS" --out "$OUT/demos"
+fi
+
+if [ ! -f "$OUT/dataset/meta/info.json" ]; then
+  stage "CoT annotations -> $OUT/dataset"
+  dtvla-annotate "$OUT/demos" "$OUT/dataset" --tokenizer "$OUT/init"
+fi
+
+sft=(dtvla-train-sft --config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$OUT/init"
+     --output-dir "$OUT/sft")
+if [ -f "$OUT/sft/checkpoints/latest" ]; then "${sft[@]}" --resume; else "${sft[@]}"; fi
+checkpoint="$OUT/sft/checkpoints/$(cat "$OUT/sft/checkpoints/latest")"
+stage "trained: $checkpoint"
+
+evaluate() {  # name, then dtvla-eval options
+  local name=$1; shift
+  stage "evaluation $name -> $OUT/eval/$name"
+  dtvla-eval --suite "$SUITE" --first-init-state "$EVAL_FIRST_INIT" --trials "$EVAL_TRIALS" --workers "$WORKERS" \
+    --no-progress --out "$OUT/eval/$name" "$@"
+}
+for jitter in 0 "$JITTER"; do
+  tag=$([ "$jitter" = 0 ] && echo fixed || echo "jitter$jitter")
+  evaluate "full-$tag" --checkpoint "$checkpoint" --mode full --object-jitter-m "$jitter"
+  evaluate "masked-$tag" --checkpoint "$checkpoint" --mode masked --object-jitter-m "$jitter"
+  evaluate "replay-$tag" --policy replay --replay-dataset "$OUT/demos" --object-jitter-m "$jitter"
+  evaluate "noop-$tag" --policy noop --object-jitter-m "$jitter"
+done
+
+python -m dtvla_training.demos.eval_report "$OUT/eval" --out "$OUT/eval/demo_eval.json"
+rm -rf "$OUT/export"
+dtvla-export-checkpoint "$checkpoint" "$OUT/export" --dtype bfloat16 \
+  --include "$OUT/eval/demo_eval.json" "$OUT/eval/demo_eval.md"
+stage "done: $OUT/export (copy it to assets/demo_checkpoint to make it the default of make sim)"
