@@ -64,7 +64,8 @@ def _cell(rate: dict[str, Any]) -> str:
 def report_markdown(report: dict[str, Any]) -> str:
     labels = list(report["runs"])
     lines = ["# Demo checkpoint: held-out init states, every run on the same episodes", "",
-             "| run | policy | SR % | Wilson 95% CI % | successes | errors | complete |", "|---|---|---:|---:|---:|---:|---|"]
+             "| run | policy | SR % | Wilson 95% CI % | successes | errors | complete |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for label, run in report["runs"].items():
         low, high = run["wilson95"]
         lines.append(f"| {label} | {run['policy']} {run['mode'] or ''} | {100 * run['success_rate']:.1f} | "
