@@ -1,0 +1,253 @@
+"""A scripted pick-and-place expert acting on privileged simulator state, for demonstrations and baselines.
+
+It reads what no policy sees: object and fixture poses and collision geometry from MuJoCo, and the task's goal from
+its BDDL file (`bddl_goal`). Then it runs the phases of `scene.PHASES` with a proportional controller in LIBERO's
+action units (OSC_POSE deltas in [-1, 1], gripper -1 open / +1 close): hover above the grasp point, descend, close,
+lift, carry the object (closed loop on the object's own position) over the place, lower it until it is just above
+the place's surface or stops moving, open, retreat. Grasps are top-down; the gripper turns about the vertical to
+the object's narrowest horizontal width, and an object wider than the open fingers everywhere (a bowl) is taken by
+its rim. After every `act` the expert's `scene` is the `SceneState` of the frame it acted on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from dtvla_policy.model.conventions import ACTION_DIM, GRIPPER_DIM
+from dtvla_sim_bridge.sim.bddl_goal import PickPlaceGoal, pick_place_goal
+from dtvla_sim_bridge.sim.libero_env import Frame, LiberoSim
+from dtvla_sim_bridge.sim.scene import PHASES, SceneState
+
+OPEN, CLOSE = -1.0, 1.0
+FINGER_SPAN_M = 0.07  # widest object the open Panda fingers (about 8 cm apart) take with some margin
+RIM_INSET_M = 0.012  # a rim grasp closes this far inside the object's outer edge
+GRASP_DEPTH_M = 0.025  # the fingertips go this far below the object's top ...
+GRASP_CLEARANCE_M = 0.012  # ... but stay this far above its bottom (the table)
+HOVER_M = 0.10  # approach height above the grasp point
+LIFT_M = 0.10  # clearance of the carried object above the place's top
+PLACE_CLEARANCE_M = {"on": 0.015, "in": 0.04}  # object bottom above the place's top ("on") or bottom ("in")
+RETREAT_M = 0.08
+POSITION_GAIN = 25.0  # action units per metre of error: full speed (about 1.3 cm per step) beyond 4 cm
+ROTATION_GAIN = 2.0  # action units per radian of error
+REACHED_M = 0.01
+REACHED_RAD = 0.08
+GRIPPER_STEPS = 12  # steps for the fingers to close on the object or open fully
+STALL_STEPS = 6  # a descent that moved less than STALL_M over this many steps has hit something
+STALL_M = 0.002
+PHASE_STEP_LIMIT = 60  # a phase that takes longer than this moves on (the episode cap decides the outcome)
+YAW_CANDIDATES = np.radians(np.arange(-85, 91, 5))  # gripper yaw about world z; 0 = fingers along world y
+DOWN = Rotation.from_quat([1.0, 0.0, 0.0, 0.0])  # LIBERO's start orientation: the hand pointing straight down
+
+
+@dataclass(frozen=True)
+class Grasp:
+    """Where the fingertips close (world metres) and the gripper's yaw (rad) there."""
+
+    position: np.ndarray
+    yaw: float
+
+
+class ObjectGeometry:
+    """World-frame bounds of the task's objects and fixtures, from their collision geoms (privileged)."""
+
+    def __init__(self, inner_env: Any) -> None:
+        self._env = inner_env
+        model = inner_env.sim.model
+        self.names = (*inner_env.objects_dict, *inner_env.fixtures_dict)
+        roots = {inner_env.obj_body_id[name]: name for name in self.names}
+        self._geoms: dict[str, list[int]] = {name: [] for name in self.names}
+        for geom in range(model.ngeom):
+            if not (model.geom_contype[geom] or model.geom_conaffinity[geom]):
+                continue  # visual-only meshes
+            body = model.geom_bodyid[geom]
+            while body and body not in roots:
+                body = model.body_parentid[body]
+            if body:
+                self._geoms[roots[body]].append(geom)
+
+    def position(self, name: str) -> np.ndarray:
+        """(3,) the body origin, as LIBERO's `<name>_pos` observation gives it."""
+        return np.array(self._env.sim.data.body_xpos[self._env.obj_body_id[name]])
+
+    def corners(self, name: str) -> np.ndarray:
+        """(8 x geoms, 3) corners of the object's geoms' bounding boxes in world coordinates."""
+        model, data = self._env.sim.model, self._env.sim.data
+        signs = np.array(list(itertools.product((-1.0, 1.0), repeat=3)))
+        points = []
+        for geom in self._geoms[name]:
+            centre, half = model.geom_aabb[geom][:3], model.geom_aabb[geom][3:]
+            local = centre + signs * half
+            points.append(data.geom_xpos[geom] + local @ data.geom_xmat[geom].reshape(3, 3).T)
+        if not points:
+            raise ValueError(f"{name!r} has no collision geometry to grasp or place on")
+        return np.concatenate(points)
+
+    def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        corners = self.corners(name)
+        return corners.min(axis=0), corners.max(axis=0)
+
+
+def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray) -> Grasp:
+    """A top-down grasp of an object given its geometry corners: the yaw whose finger axis sees the object narrowest;
+    if even that is wider than the fingers open, the rim on the side nearer the gripper."""
+    widths = []
+    for yaw in YAW_CANDIDATES:
+        finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
+        along = corners[:, :2] @ finger_axis
+        widths.append(along.max() - along.min())
+    best = int(np.argmin(np.array(widths) + 1e-3 * np.abs(YAW_CANDIDATES)))  # ties: the least turning
+    yaw = float(YAW_CANDIDATES[best])
+    finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
+    palm_axis = np.array([math.cos(yaw), math.sin(yaw)])
+    along, across = corners[:, :2] @ finger_axis, corners[:, :2] @ palm_axis
+    centre_xy = finger_axis * (along.max() + along.min()) / 2 + palm_axis * (across.max() + across.min()) / 2
+    if widths[best] > FINGER_SPAN_M:  # a bowl: pinch its wall where the finger axis crosses it
+        side = 1.0 if (gripper_xy - centre_xy) @ finger_axis >= 0 else -1.0
+        centre_xy = centre_xy + side * finger_axis * (widths[best] / 2 - RIM_INSET_M)
+    bottom, top = corners[:, 2].min(), corners[:, 2].max()
+    z = max(bottom + GRASP_CLEARANCE_M, top - GRASP_DEPTH_M)
+    return Grasp(np.array([*centre_xy, z]), yaw)
+
+
+def rotation_error(eef_quat_xyzw: np.ndarray, yaw: float) -> np.ndarray:
+    """(3,) world-frame axis-angle taking the hand's orientation to pointing down at `yaw`."""
+    target = Rotation.from_euler("z", yaw) * DOWN
+    return (target * Rotation.from_quat(eef_quat_xyzw).inv()).as_rotvec()
+
+
+class ScriptedExpert:
+    """Pick-and-place on one `LiberoSim`: `act(frame)` gives the next action; a frame at step 0 starts over."""
+
+    def __init__(self, sim: LiberoSim) -> None:
+        self.sim = sim
+        self.geometry = ObjectGeometry(sim.env.env)
+        self.goal: PickPlaceGoal = pick_place_goal(sim.bddl_file.read_text(), self.geometry.names)
+        self.scene: SceneState | None = None
+        self._start(None)
+
+    @property
+    def phase(self) -> str:
+        return PHASES[self._phase]
+
+    def act(self, frame: Frame) -> np.ndarray:
+        """(7,) the action for `frame`, the latest frame of `sim`; `scene` then describes this frame."""
+        if frame.step == 0 or self._grasp is None:
+            if self.sim.env.env is not self.geometry._env:  # a hard reset built a new environment
+                self.geometry = ObjectGeometry(self.sim.env.env)
+            self._start(frame)
+        eef = np.asarray(frame.eef_pos, dtype=np.float64)
+        self._heights.append(eef[2])
+        for _ in PHASES:  # advance through every phase whose work is already done at this frame
+            target, gripper, finished = self._phase_target(eef)
+            if not finished and self._phase_steps < PHASE_STEP_LIMIT:
+                break
+            self._next_phase()
+        self.scene = self._scene(frame)
+        self._gripper = gripper
+        self._phase_steps += 1
+        action = np.zeros(ACTION_DIM)
+        action[:3] = np.clip(POSITION_GAIN * (target - eef), -1.0, 1.0)
+        action[3:6] = np.clip(ROTATION_GAIN * rotation_error(frame.eef_quat, self._grasp.yaw), -1.0, 1.0)
+        action[GRIPPER_DIM] = gripper
+        return action
+
+    # --- phases ----------------------------------------------------------------------------------------------
+    def _start(self, frame: Frame | None) -> None:
+        self._phase = 0
+        self._phase_steps = 0
+        self._gripper = OPEN
+        self._heights: list[float] = []
+        self._anchor: np.ndarray | None = None  # a position a phase holds (grasp, release, retreat)
+        self._grasp: Grasp | None = None
+        if frame is not None:
+            corners = self.geometry.corners(self.goal.target_object)
+            self._grasp = plan_grasp(corners, np.asarray(frame.eef_pos[:2]))
+            self._rest_bottom = corners[:, 2].min()
+
+    def _next_phase(self) -> None:
+        self._phase = min(self._phase + 1, len(PHASES) - 1)
+        self._phase_steps = 0
+        self._anchor = None
+        self._heights = self._heights[-1:]
+
+    def _phase_target(self, eef: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """(eef target, gripper command, whether the phase is finished) for the current phase."""
+        grasp = self._grasp.position
+        phase = self.phase
+        if phase == "approach":
+            target = grasp + [0.0, 0.0, HOVER_M]
+            return target, OPEN, self._reached(eef, target)
+        if phase == "descend":
+            return grasp, OPEN, self._reached(eef, grasp) or self._stalled()
+        if phase in ("grasp", "release"):
+            self._anchor = eef if self._anchor is None else self._anchor
+            gripper = CLOSE if phase == "grasp" else OPEN
+            return self._anchor, gripper, self._phase_steps >= GRIPPER_STEPS
+        obj_bottom = self.geometry.corners(self.goal.target_object)[:, 2].min()
+        place_low, place_high = self.geometry.bounds(self.goal.place)
+        carry_z = eef[2] + (place_high[2] + LIFT_M - obj_bottom)
+        if phase == "lift":
+            self._anchor = eef if self._anchor is None else self._anchor
+            target = np.array([*self._anchor[:2], max(carry_z, grasp[2] + LIFT_M)])
+            return target, CLOSE, abs(eef[2] - target[2]) < 2 * REACHED_M
+        place_xy = self._place_xy(place_low, place_high)
+        object_xy = self._object_xy()
+        if phase == "carry":
+            target = np.array([*(eef[:2] + place_xy - object_xy), carry_z])
+            return target, CLOSE, bool(np.linalg.norm(place_xy - object_xy) < REACHED_M)
+        if phase == "lower":
+            floor = place_high[2] if self.goal.relation == "on" else place_low[2]
+            drop = obj_bottom - (floor + PLACE_CLEARANCE_M[self.goal.relation])
+            target = np.array([*(eef[:2] + place_xy - object_xy), eef[2] - drop])
+            return target, CLOSE, drop < STALL_M or self._stalled()
+        if phase == "retreat":
+            self._anchor = eef + [0.0, 0.0, RETREAT_M] if self._anchor is None else self._anchor
+            return self._anchor, OPEN, self._reached(eef, self._anchor)
+        return eef, OPEN, False  # done: hold still, open
+
+    def _place_xy(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Where the object goes: the centre of the goal's region site if MuJoCo has one, else of the place."""
+        inner = self.sim.env.env
+        if self.goal.region != self.goal.place and self.goal.region in inner.object_sites_dict:
+            return np.array(inner.sim.data.get_site_xpos(self.goal.region)[:2])
+        return (low[:2] + high[:2]) / 2
+
+    def _object_xy(self) -> np.ndarray:
+        corners = self.geometry.corners(self.goal.target_object)
+        return (corners[:, :2].min(axis=0) + corners[:, :2].max(axis=0)) / 2
+
+    def _reached(self, eef: np.ndarray, target: np.ndarray) -> bool:
+        turned = np.linalg.norm(rotation_error(self.sim.observation["robot0_eef_quat"], self._grasp.yaw))
+        return bool(np.linalg.norm(eef - target) < REACHED_M and turned < REACHED_RAD)
+
+    def _stalled(self) -> bool:
+        recent = self._heights[-STALL_STEPS:]
+        return len(recent) == STALL_STEPS and max(recent) - min(recent) < STALL_M
+
+    # --- scene -----------------------------------------------------------------------------------------------
+    def _scene(self, frame: Frame) -> SceneState:
+        objects = {name: tuple(float(v) for v in self.geometry.position(name)) for name in self.geometry.names}
+        return SceneState(
+            gripper_position=tuple(float(v) for v in frame.eef_pos),
+            gripper_closed=self._gripper == CLOSE,
+            holding=self.goal.target_object if self._holding(frame) else None,
+            target_object=self.goal.target_object,
+            target_place=self.goal.place,
+            phase=self.phase,
+            objects=objects,
+        )
+
+    def _holding(self, frame: Frame) -> bool:
+        """The gripper is closed and the target object is off its resting height, near the fingers."""
+        if self._gripper != CLOSE:
+            return False
+        corners = self.geometry.corners(self.goal.target_object)
+        lifted = corners[:, 2].min() > self._rest_bottom + 0.01
+        near = np.linalg.norm(self._object_xy() - np.asarray(frame.eef_pos[:2])) < 0.08
+        return bool(lifted and near)
