@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from dtvla_sim_bridge.sim.scene import PHASES, SceneState
 OPEN, CLOSE = -1.0, 1.0
 FINGER_SPAN_M = 0.07  # widest object the open Panda fingers (about 8 cm apart) take with some margin
 RIM_INSET_M = 0.012  # a rim grasp closes this far inside the object's outer edge
+FINGER_REACH_M = 0.02  # a finger's outer face from the grasp point when open around a wall
+ENOUGH_ROOM_M = 0.04  # rim points whose outer finger has this much room from other objects are all fine
 GRASP_DEPTH_M = 0.025  # the fingertips go this far below the object's top ...
 GRASP_CLEARANCE_M = 0.012  # ... but stay this far above its bottom (the table)
 HOVER_M = 0.10  # approach height above the grasp point
@@ -93,9 +96,10 @@ class ObjectGeometry:
         return corners.min(axis=0), corners.max(axis=0)
 
 
-def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray) -> Grasp:
+def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray, obstacles: Sequence[np.ndarray] = ()) -> Grasp:
     """A top-down grasp of an object given its geometry corners: the yaw whose finger axis sees the object narrowest;
-    if even that is wider than the fingers open, the rim on the side nearer the gripper."""
+    if even that is wider than the fingers open (a bowl), the point of the rim whose outer finger has the most room
+    from the `obstacles` (corners of the other objects), the nearer to the gripper among those with enough."""
     widths = []
     for yaw in YAW_CANDIDATES:
         finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
@@ -107,12 +111,28 @@ def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray) -> Grasp:
     palm_axis = np.array([math.cos(yaw), math.sin(yaw)])
     along, across = corners[:, :2] @ finger_axis, corners[:, :2] @ palm_axis
     centre_xy = finger_axis * (along.max() + along.min()) / 2 + palm_axis * (across.max() + across.min()) / 2
-    if widths[best] > FINGER_SPAN_M:  # a bowl: pinch its wall where the finger axis crosses it
-        side = 1.0 if (gripper_xy - centre_xy) @ finger_axis >= 0 else -1.0
-        centre_xy = centre_xy + side * finger_axis * (widths[best] / 2 - RIM_INSET_M)
     bottom, top = corners[:, 2].min(), corners[:, 2].max()
     z = max(bottom + GRASP_CLEARANCE_M, top - GRASP_DEPTH_M)
-    return Grasp(np.array([*centre_xy, z]), yaw)
+    if widths[best] <= FINGER_SPAN_M:
+        return Grasp(np.array([*centre_xy, z]), yaw)
+    # a bowl: pinch its wall where the finger axis crosses it, on one of four sides
+    radius = widths[best] / 2 - RIM_INSET_M
+    tall = [o[:, :2] for o in obstacles if o[:, 2].max() > z - FINGER_REACH_M]
+    options = []
+    for turn, side in itertools.product((0.0, math.pi / 2), (1.0, -1.0)):
+        axis = np.array([-math.sin(yaw + turn), math.cos(yaw + turn)])
+        rim = centre_xy + side * radius * axis
+        outer_finger = rim + side * FINGER_REACH_M * axis
+        room = min((_distance_to_box(outer_finger, o) for o in tall), default=math.inf)
+        options.append((-min(room, ENOUGH_ROOM_M), float(np.linalg.norm(rim - gripper_xy)), rim, yaw + turn))
+    _, _, rim, rim_yaw = min(options, key=lambda option: option[:2])
+    return Grasp(np.array([*rim, z]), math.remainder(rim_yaw, math.pi))
+
+
+def _distance_to_box(point: np.ndarray, corners_xy: np.ndarray) -> float:
+    """Horizontal distance from `point` to the bounding rectangle of `corners_xy` (0 inside)."""
+    gap = np.maximum(corners_xy.min(axis=0) - point, 0) + np.maximum(point - corners_xy.max(axis=0), 0)
+    return float(np.linalg.norm(gap))
 
 
 def rotation_error(eef_quat_xyzw: np.ndarray, yaw: float) -> np.ndarray:
@@ -167,7 +187,8 @@ class ScriptedExpert:
         self._grasp: Grasp | None = None
         if frame is not None:
             corners = self.geometry.corners(self.goal.target_object)
-            self._grasp = plan_grasp(corners, np.asarray(frame.eef_pos[:2]))
+            others = [self.geometry.corners(name) for name in self.geometry.names if name != self.goal.target_object]
+            self._grasp = plan_grasp(corners, np.asarray(frame.eef_pos[:2]), others)
             self._rest_bottom = corners[:, 2].min()
 
     def _next_phase(self) -> None:
