@@ -29,7 +29,11 @@ OPEN, CLOSE = -1.0, 1.0
 FINGER_SPAN_M = 0.07  # widest object the open Panda fingers (about 8 cm apart) take with some margin
 RIM_INSET_M = 0.012  # a rim grasp closes this far inside the object's outer edge
 FINGER_REACH_M = 0.02  # a finger's outer face from the grasp point when open around a wall
-ENOUGH_ROOM_M = 0.04  # rim points whose outer finger has this much room from other objects are all fine
+ENOUGH_ROOM_M = 0.01  # grasps whose hand has this much room from taller objects are all fine
+ENOUGH_RIM_ROOM_M = 0.04  # rim points whose outer finger has this much room from other objects are all fine
+HAND_HALF_LENGTH_M = 0.105  # the Panda hand's collision box, along the finger axis ...
+HAND_HALF_WIDTH_M = 0.035  # ... and across it
+HAND_ABOVE_M = 0.024  # the hand's bottom above the grasp point (the fingertips are about 1.3 cm below it)
 GRASP_DEPTH_M = 0.025  # the fingertips go this far below the object's top ...
 GRASP_CLEARANCE_M = 0.012  # ... but stay this far above its bottom (the table)
 HOVER_M = 0.10  # approach height above the grasp point
@@ -97,36 +101,54 @@ class ObjectGeometry:
 
 
 def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray, obstacles: Sequence[np.ndarray] = ()) -> Grasp:
-    """A top-down grasp of an object given its geometry corners: the yaw whose finger axis sees the object narrowest;
-    if even that is wider than the fingers open (a bowl), the point of the rim whose outer finger has the most room
-    from the `obstacles` (corners of the other objects), the nearer to the gripper among those with enough."""
-    widths = []
-    for yaw in YAW_CANDIDATES:
-        finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
-        along = corners[:, :2] @ finger_axis
-        widths.append(along.max() - along.min())
-    best = int(np.argmin(np.array(widths) + 1e-3 * np.abs(YAW_CANDIDATES)))  # ties: the least turning
-    yaw = float(YAW_CANDIDATES[best])
-    finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
-    palm_axis = np.array([math.cos(yaw), math.sin(yaw)])
-    along, across = corners[:, :2] @ finger_axis, corners[:, :2] @ palm_axis
-    centre_xy = finger_axis * (along.max() + along.min()) / 2 + palm_axis * (across.max() + across.min()) / 2
+    """A top-down grasp of an object given its geometry corners and those of the other objects (`obstacles`).
+
+    Among the yaws whose finger axis sees the object narrower than the open fingers, the one whose hand keeps the
+    most room from obstacles taller than the hand's bottom (enough room: the narrowest, then the least turning).
+    An object wider than the fingers at every yaw (a bowl) is pinched by its rim, at the point whose outer finger has
+    the most room, the nearer to the gripper among those with enough.
+    """
     bottom, top = corners[:, 2].min(), corners[:, 2].max()
     z = max(bottom + GRASP_CLEARANCE_M, top - GRASP_DEPTH_M)
-    if widths[best] <= FINGER_SPAN_M:
-        return Grasp(np.array([*centre_xy, z]), yaw)
+    tall = [o for o in obstacles if o[:, 2].max() > z + HAND_ABOVE_M]
+    options = []  # (too wide, -room up to enough, width and a little turning, centre, yaw)
+    for yaw in YAW_CANDIDATES:
+        finger_axis = np.array([-math.sin(yaw), math.cos(yaw)])
+        palm_axis = np.array([math.cos(yaw), math.sin(yaw)])
+        along, across = corners[:, :2] @ finger_axis, corners[:, :2] @ palm_axis
+        width = along.max() - along.min()
+        centre = finger_axis * (along.max() + along.min()) / 2 + palm_axis * (across.max() + across.min()) / 2
+        room = _hand_room(centre, finger_axis, palm_axis, tall)
+        options.append((width > FINGER_SPAN_M, -min(room, ENOUGH_ROOM_M), width + 1e-3 * abs(yaw), centre, yaw))
+    too_wide, _, _, centre_xy, yaw = min(options, key=lambda option: option[:3])
+    if not too_wide:
+        return Grasp(np.array([*centre_xy, z]), float(yaw))
     # a bowl: pinch its wall where the finger axis crosses it, on one of four sides
-    radius = widths[best] / 2 - RIM_INSET_M
+    _, _, width, centre_xy, yaw = min(options, key=lambda option: option[2])
+    radius = width / 2 - RIM_INSET_M
     tall = [o[:, :2] for o in obstacles if o[:, 2].max() > z - FINGER_REACH_M]
-    options = []
+    rims = []
     for turn, side in itertools.product((0.0, math.pi / 2), (1.0, -1.0)):
         axis = np.array([-math.sin(yaw + turn), math.cos(yaw + turn)])
         rim = centre_xy + side * radius * axis
         outer_finger = rim + side * FINGER_REACH_M * axis
         room = min((_distance_to_box(outer_finger, o) for o in tall), default=math.inf)
-        options.append((-min(room, ENOUGH_ROOM_M), float(np.linalg.norm(rim - gripper_xy)), rim, yaw + turn))
-    _, _, rim, rim_yaw = min(options, key=lambda option: option[:2])
+        rims.append((-min(room, ENOUGH_RIM_ROOM_M), float(np.linalg.norm(rim - gripper_xy)), rim, yaw + turn))
+    _, _, rim, rim_yaw = min(rims, key=lambda option: option[:2])
     return Grasp(np.array([*rim, z]), math.remainder(rim_yaw, math.pi))
+
+
+def _hand_room(centre: np.ndarray, finger_axis: np.ndarray, palm_axis: np.ndarray,
+               obstacles: Sequence[np.ndarray]) -> float:
+    """Horizontal gap (m; negative: overlap) between the hand's footprint at `centre` and the nearest obstacle's
+    bounding rectangle in the hand's frame."""
+    room = math.inf
+    for corners in obstacles:
+        along, across = (corners[:, :2] - centre) @ finger_axis, (corners[:, :2] - centre) @ palm_axis
+        gap_along = max(along.min() - HAND_HALF_LENGTH_M, -HAND_HALF_LENGTH_M - along.max())
+        gap_across = max(across.min() - HAND_HALF_WIDTH_M, -HAND_HALF_WIDTH_M - across.max())
+        room = min(room, max(gap_along, gap_across))
+    return room
 
 
 def _distance_to_box(point: np.ndarray, corners_xy: np.ndarray) -> float:
@@ -212,7 +234,7 @@ class ScriptedExpert:
             return self._anchor, gripper, self._phase_steps >= GRIPPER_STEPS
         obj_bottom = self.geometry.corners(self.goal.target_object)[:, 2].min()
         place_low, place_high = self.geometry.bounds(self.goal.place)
-        carry_z = eef[2] + (place_high[2] + LIFT_M - obj_bottom)
+        carry_z = grasp[2] + (place_high[2] + LIFT_M - self._rest_bottom)  # as if the object moved with the hand
         if phase == "lift":
             self._anchor = eef if self._anchor is None else self._anchor
             target = np.array([*self._anchor[:2], max(carry_z, grasp[2] + LIFT_M)])

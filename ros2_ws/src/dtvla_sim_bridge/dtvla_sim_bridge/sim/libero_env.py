@@ -50,6 +50,15 @@ def rotate_180(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::-1, ::-1])
 
 
+def libero_state(frame: Frame) -> np.ndarray:
+    """(8,) float64 robot state as LIBERO's datasets store `observation.state`: eef position (3, m), eef orientation
+    as axis-angle (3, rad; robosuite's `quat2axisangle`, as openpi's LIBERO example computes it), finger joints (2, m).
+    """
+    from robosuite.utils.transform_utils import quat2axisangle  # robosuite picks its GL backend at import
+
+    return np.concatenate([frame.eef_pos, quat2axisangle(np.array(frame.eef_quat)), frame.gripper_qpos])
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
