@@ -33,7 +33,7 @@ def add_reasoning(root: Path) -> None:
         path = meta.episode_path(episode.index)
         table = pq.read_table(path)
         scenes = [SceneState.from_json(text) for text in table.column(SCENE_KEY).to_pylist()]
-        texts = [f"Phase {scene.phase}. Move the {scene.target_object} to the {scene.target_place}." for scene in scenes]
+        texts = [f"Phase {s.phase}. Move the {s.target_object} to the {s.target_place}." for s in scenes]
         pq.write_table(table.append_column(REASONING_KEY, pa.array(texts, pa.string())), path)
     info = json.loads((root / INFO_FILE).read_text())
     info["features"][REASONING_KEY] = {"dtype": "string", "shape": [1], "names": None}

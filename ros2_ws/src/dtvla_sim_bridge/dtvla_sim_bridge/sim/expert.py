@@ -41,6 +41,8 @@ LIFT_M = 0.10  # clearance of the carried object above the place's top
 PLACE_CLEARANCE_M = {"on": 0.015, "in": 0.04}  # object bottom above the place's top ("on") or bottom ("in")
 RETREAT_M = 0.08
 POSITION_GAIN = 25.0  # action units per metre of error: full speed (about 1.3 cm per step) beyond 4 cm
+INTEGRAL_GAIN = 3.0  # action units per metre-step of summed error: the OSC alone stops about 1 cm short
+INTEGRAL_LIMIT = 0.5  # action units the integral term may add (anti-windup)
 ROTATION_GAIN = 2.0  # action units per radian of error
 REACHED_M = 0.01
 REACHED_RAD = 0.08
@@ -193,8 +195,10 @@ class ScriptedExpert:
         self.scene = self._scene(frame)
         self._gripper = gripper
         self._phase_steps += 1
+        error = target - eef
+        self._integral = np.clip(self._integral + INTEGRAL_GAIN * error, -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
         action = np.zeros(ACTION_DIM)
-        action[:3] = np.clip(POSITION_GAIN * (target - eef), -1.0, 1.0)
+        action[:3] = np.clip(POSITION_GAIN * error + self._integral, -1.0, 1.0)
         action[3:6] = np.clip(ROTATION_GAIN * rotation_error(frame.eef_quat, self._grasp.yaw), -1.0, 1.0)
         action[GRIPPER_DIM] = gripper
         return action
@@ -206,6 +210,7 @@ class ScriptedExpert:
         self._gripper = OPEN
         self._heights: list[float] = []
         self._anchor: np.ndarray | None = None  # a position a phase holds (grasp, release, retreat)
+        self._integral = np.zeros(3)  # summed position error of the phase, in action units
         self._grasp: Grasp | None = None
         if frame is not None:
             corners = self.geometry.corners(self.goal.target_object)
@@ -218,6 +223,7 @@ class ScriptedExpert:
         self._phase_steps = 0
         self._anchor = None
         self._heights = self._heights[-1:]
+        self._integral = np.zeros(3)
 
     def _phase_target(self, eef: np.ndarray) -> tuple[np.ndarray, float, bool]:
         """(eef target, gripper command, whether the phase is finished) for the current phase."""
