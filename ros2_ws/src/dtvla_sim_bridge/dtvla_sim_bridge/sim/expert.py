@@ -42,7 +42,8 @@ PLACE_CLEARANCE_M = {"on": 0.015, "in": 0.04}  # object bottom above the place's
 RETREAT_M = 0.08
 POSITION_GAIN = 25.0  # action units per metre of error: full speed (about 1.3 cm per step) beyond 4 cm
 INTEGRAL_GAIN = 3.0  # action units per metre-step of summed error: the OSC alone stops about 1 cm short
-INTEGRAL_LIMIT = 0.5  # action units the integral term may add (anti-windup)
+INTEGRAL_LIMIT = 0.5  # action units the integral term may add (anti-windup) ...
+INTEGRATE_WITHIN_M = 0.02  # ... and it sums only errors this small (no overshoot after long moves)
 ROTATION_GAIN = 2.0  # action units per radian of error
 REACHED_M = 0.01
 REACHED_RAD = 0.08
@@ -196,7 +197,8 @@ class ScriptedExpert:
         self._gripper = gripper
         self._phase_steps += 1
         error = target - eef
-        self._integral = np.clip(self._integral + INTEGRAL_GAIN * error, -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
+        near = np.abs(error) < INTEGRATE_WITHIN_M
+        self._integral = np.clip(self._integral + INTEGRAL_GAIN * error * near, -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(POSITION_GAIN * error + self._integral, -1.0, 1.0)
         action[3:6] = np.clip(ROTATION_GAIN * rotation_error(frame.eef_quat, self._grasp.yaw), -1.0, 1.0)
@@ -240,10 +242,11 @@ class ScriptedExpert:
             return self._anchor, gripper, self._phase_steps >= GRIPPER_STEPS
         obj_bottom = self.geometry.corners(self.goal.target_object)[:, 2].min()
         place_low, place_high = self.geometry.bounds(self.goal.place)
-        carry_z = grasp[2] + (place_high[2] + LIFT_M - self._rest_bottom)  # as if the object moved with the hand
+        # high enough to leave where the object was and to pass over the place, as if it moved with the hand
+        carry_z = grasp[2] + max(LIFT_M, place_high[2] + LIFT_M - self._rest_bottom)
         if phase == "lift":
             self._anchor = eef if self._anchor is None else self._anchor
-            target = np.array([*self._anchor[:2], max(carry_z, grasp[2] + LIFT_M)])
+            target = np.array([*self._anchor[:2], carry_z])
             return target, CLOSE, abs(eef[2] - target[2]) < 2 * REACHED_M
         place_xy = self._place_xy(place_low, place_high)
         object_xy = self._object_xy()
