@@ -67,7 +67,7 @@ class ObjectGeometry:
     """World-frame bounds of the task's objects and fixtures, from their collision geoms (privileged)."""
 
     def __init__(self, inner_env: Any) -> None:
-        self._env = inner_env
+        self.env = inner_env  # robosuite's environment inside LIBERO's wrapper; a hard reset replaces it
         model = inner_env.sim.model
         self.names = (*inner_env.objects_dict, *inner_env.fixtures_dict)
         roots = {inner_env.obj_body_id[name]: name for name in self.names}
@@ -83,11 +83,11 @@ class ObjectGeometry:
 
     def position(self, name: str) -> np.ndarray:
         """(3,) the body origin, as LIBERO's `<name>_pos` observation gives it."""
-        return np.array(self._env.sim.data.body_xpos[self._env.obj_body_id[name]])
+        return np.array(self.env.sim.data.body_xpos[self.env.obj_body_id[name]])
 
     def corners(self, name: str) -> np.ndarray:
         """(8 x geoms, 3) corners of the object's geoms' bounding boxes in world coordinates."""
-        model, data = self._env.sim.model, self._env.sim.data
+        model, data = self.env.sim.model, self.env.sim.data
         signs = np.array(list(itertools.product((-1.0, 1.0), repeat=3)))
         points = []
         for geom in self._geoms[name]:
@@ -183,13 +183,13 @@ class ScriptedExpert:
     def act(self, frame: Frame) -> np.ndarray:
         """(7,) the action for `frame`, the latest frame of `sim`; `scene` then describes this frame."""
         if frame.step == 0 or self._grasp is None:
-            if self.sim.env.env is not self.geometry._env:  # a hard reset built a new environment
+            if self.sim.env.env is not self.geometry.env:  # a hard reset built a new environment
                 self.geometry = ObjectGeometry(self.sim.env.env)
             self._start(frame)
         eef = np.asarray(frame.eef_pos, dtype=np.float64)
         self._heights.append(eef[2])
         for _ in PHASES:  # advance through every phase whose work is already done at this frame
-            target, gripper, finished = self._phase_target(eef)
+            target, gripper, finished = self._phase_target(eef, frame.eef_quat)
             if not finished and self._phase_steps < PHASE_STEP_LIMIT:
                 break
             self._next_phase()
@@ -227,15 +227,15 @@ class ScriptedExpert:
         self._heights = self._heights[-1:]
         self._integral = np.zeros(3)
 
-    def _phase_target(self, eef: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    def _phase_target(self, eef: np.ndarray, eef_quat: np.ndarray) -> tuple[np.ndarray, float, bool]:
         """(eef target, gripper command, whether the phase is finished) for the current phase."""
         grasp = self._grasp.position
         phase = self.phase
         if phase == "approach":
             target = grasp + [0.0, 0.0, HOVER_M]
-            return target, OPEN, self._reached(eef, target)
+            return target, OPEN, self._reached(eef, eef_quat, target)
         if phase == "descend":
-            return grasp, OPEN, self._reached(eef, grasp) or self._stalled()
+            return grasp, OPEN, self._reached(eef, eef_quat, grasp) or self._stalled()
         if phase in ("grasp", "release"):
             self._anchor = eef if self._anchor is None else self._anchor
             gripper = CLOSE if phase == "grasp" else OPEN
@@ -260,7 +260,7 @@ class ScriptedExpert:
             return target, CLOSE, drop < STALL_M or self._stalled()
         if phase == "retreat":
             self._anchor = eef + [0.0, 0.0, RETREAT_M] if self._anchor is None else self._anchor
-            return self._anchor, OPEN, self._reached(eef, self._anchor)
+            return self._anchor, OPEN, self._reached(eef, eef_quat, self._anchor)
         return eef, OPEN, False  # done: hold still, open
 
     def _place_xy(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -274,8 +274,8 @@ class ScriptedExpert:
         corners = self.geometry.corners(self.goal.target_object)
         return (corners[:, :2].min(axis=0) + corners[:, :2].max(axis=0)) / 2
 
-    def _reached(self, eef: np.ndarray, target: np.ndarray) -> bool:
-        turned = np.linalg.norm(rotation_error(self.sim.observation["robot0_eef_quat"], self._grasp.yaw))
+    def _reached(self, eef: np.ndarray, eef_quat: np.ndarray, target: np.ndarray) -> bool:
+        turned = np.linalg.norm(rotation_error(eef_quat, self._grasp.yaw))
         return bool(np.linalg.norm(eef - target) < REACHED_M and turned < REACHED_RAD)
 
     def _stalled(self) -> bool:
