@@ -237,7 +237,9 @@ class ScriptedExpert:
         if phase == "descend":
             return grasp, OPEN, self._reached(eef, eef_quat, grasp) or self._stalled()
         if phase in ("grasp", "release"):
-            self._anchor = eef if self._anchor is None else self._anchor
+            if self._anchor is None:  # keep closing in on the grasp point if the descent got near it
+                near_grasp = phase == "grasp" and np.linalg.norm(eef - grasp) < REACHED_M
+                self._anchor = grasp if near_grasp else eef
             gripper = CLOSE if phase == "grasp" else OPEN
             return self._anchor, gripper, self._phase_steps >= GRIPPER_STEPS
         obj_bottom = self.geometry.corners(self.goal.target_object)[:, 2].min()
