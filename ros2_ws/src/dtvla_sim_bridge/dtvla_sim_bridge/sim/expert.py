@@ -34,12 +34,16 @@ ENOUGH_RIM_ROOM_M = 0.04  # rim points whose outer finger has this much room fro
 HAND_HALF_LENGTH_M = 0.105  # the Panda hand's collision box, along the finger axis ...
 HAND_HALF_WIDTH_M = 0.035  # ... and across it
 HAND_ABOVE_M = 0.024  # the hand's bottom above the grasp point (the fingertips are about 1.3 cm below it)
+HAND_CLEARANCE_M = 0.005  # the hand passes this far above what is under it, when the object allows
+MIN_GRIP_DEPTH_M = 0.01  # the grasp point stays at least this far under the object's top
 GRASP_DEPTH_M = 0.025  # the fingertips go this far below the object's top ...
 GRASP_CLEARANCE_M = 0.012  # ... but stay this far above its bottom (the table)
 HOVER_M = 0.10  # approach height above the grasp point
 LIFT_M = 0.10  # clearance of the carried object above the place's top
 PLACE_CLEARANCE_M = {"on": 0.015, "in": 0.04}  # object bottom above the place's top ("on") or bottom ("in")
 RETREAT_M = 0.08
+LOWER_SPEED = 0.5  # action units: the carried object goes down at half speed
+LOST_M = 0.1  # an object this far from the hand (horizontally) while carried has been dropped or never grasped
 POSITION_GAIN = 25.0  # action units per metre of error: full speed (about 1.3 cm per step) beyond 4 cm
 INTEGRAL_GAIN = 3.0  # action units per metre-step of summed error: the OSC alone stops about 1 cm short
 INTEGRAL_LIMIT = 0.5  # action units the integral term may add (anti-windup) ...
@@ -85,18 +89,23 @@ class ObjectGeometry:
         """(3,) the body origin, as LIBERO's `<name>_pos` observation gives it."""
         return np.array(self.env.sim.data.body_xpos[self.env.obj_body_id[name]])
 
-    def corners(self, name: str) -> np.ndarray:
-        """(8 x geoms, 3) corners of the object's geoms' bounding boxes in world coordinates."""
+    def geom_corners(self, name: str) -> list[np.ndarray]:
+        """(8, 3) world corners of each of the object's collision geoms' bounding boxes: a finer outline than the
+        whole object's box (a drawer's walls, not the cabinet's block)."""
         model, data = self.env.sim.model, self.env.sim.data
         signs = np.array(list(itertools.product((-1.0, 1.0), repeat=3)))
-        points = []
+        boxes = []
         for geom in self._geoms[name]:
             centre, half = model.geom_aabb[geom][:3], model.geom_aabb[geom][3:]
             local = centre + signs * half
-            points.append(data.geom_xpos[geom] + local @ data.geom_xmat[geom].reshape(3, 3).T)
-        if not points:
+            boxes.append(data.geom_xpos[geom] + local @ data.geom_xmat[geom].reshape(3, 3).T)
+        if not boxes:
             raise ValueError(f"{name!r} has no collision geometry to grasp or place on")
-        return np.concatenate(points)
+        return boxes
+
+    def corners(self, name: str) -> np.ndarray:
+        """(8 x geoms, 3) all corners of the object's geoms' bounding boxes in world coordinates."""
+        return np.concatenate(self.geom_corners(name))
 
     def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         corners = self.corners(name)
@@ -108,8 +117,8 @@ def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray, obstacles: Sequence[
 
     Among the yaws whose finger axis sees the object narrower than the open fingers, the one whose hand keeps the
     most room from obstacles taller than the hand's bottom (enough room: the narrowest, then the least turning).
-    An object wider than the fingers at every yaw (a bowl) is pinched by its rim, at the point whose outer finger has
-    the most room, the nearer to the gripper among those with enough.
+    An object wider than the fingers at every yaw (a bowl) is pinched by its rim, at the point where the hand, then the
+    outer finger, has the most room, the nearer to the gripper among those with enough.
     """
     bottom, top = corners[:, 2].min(), corners[:, 2].max()
     z = max(bottom + GRASP_CLEARANCE_M, top - GRASP_DEPTH_M)
@@ -125,20 +134,35 @@ def plan_grasp(corners: np.ndarray, gripper_xy: np.ndarray, obstacles: Sequence[
         options.append((width > FINGER_SPAN_M, -min(room, ENOUGH_ROOM_M), width + 1e-3 * abs(yaw), centre, yaw))
     too_wide, _, _, centre_xy, yaw = min(options, key=lambda option: option[:3])
     if not too_wide:
-        return Grasp(np.array([*centre_xy, z]), float(yaw))
+        return _above_what_the_hand_meets(Grasp(np.array([*centre_xy, z]), float(yaw)), top, obstacles)
     # a bowl: pinch its wall where the finger axis crosses it, on one of four sides
     _, _, width, centre_xy, yaw = min(options, key=lambda option: option[2])
     radius = width / 2 - RIM_INSET_M
-    tall = [o[:, :2] for o in obstacles if o[:, 2].max() > z - FINGER_REACH_M]
-    rims = []
+    near_fingers = [o[:, :2] for o in obstacles if o[:, 2].max() > z - FINGER_REACH_M]
+    rims = []  # (-hand room up to enough, -finger room up to enough, distance from the gripper, rim point, yaw)
     for turn, side in itertools.product((0.0, math.pi / 2), (1.0, -1.0)):
         axis = np.array([-math.sin(yaw + turn), math.cos(yaw + turn)])
         rim = centre_xy + side * radius * axis
         outer_finger = rim + side * FINGER_REACH_M * axis
-        room = min((_distance_to_box(outer_finger, o) for o in tall), default=math.inf)
-        rims.append((-min(room, ENOUGH_RIM_ROOM_M), float(np.linalg.norm(rim - gripper_xy)), rim, yaw + turn))
-    _, _, rim, rim_yaw = min(rims, key=lambda option: option[:2])
-    return Grasp(np.array([*rim, z]), math.remainder(rim_yaw, math.pi))
+        finger_room = min((_distance_to_box(outer_finger, o) for o in near_fingers), default=math.inf)
+        hand_room = _hand_room(rim, axis, np.array([axis[1], -axis[0]]), tall)
+        rims.append((-min(hand_room, ENOUGH_ROOM_M), -min(finger_room, ENOUGH_RIM_ROOM_M),
+                     float(np.linalg.norm(rim - gripper_xy)), rim, yaw + turn))
+    *_, rim, rim_yaw = min(rims, key=lambda option: option[:3])
+    return _above_what_the_hand_meets(Grasp(np.array([*rim, z]), math.remainder(rim_yaw, math.pi)), top, obstacles)
+
+
+def _above_what_the_hand_meets(grasp: Grasp, top: float, obstacles: Sequence[np.ndarray]) -> Grasp:
+    """The grasp raised until the hand passes over every obstacle under its footprint (a drawer's walls around a
+    bowl), but no higher than MIN_GRIP_DEPTH_M under the object's top: the fingers must still get hold of it."""
+    finger_axis = np.array([-math.sin(grasp.yaw), math.cos(grasp.yaw)])
+    palm_axis = np.array([finger_axis[1], -finger_axis[0]])
+    under = [o for o in obstacles if _hand_room(grasp.position[:2], finger_axis, palm_axis, [o]) < 0]
+    if not under:
+        return grasp
+    clear = max(o[:, 2].max() for o in under) + HAND_CLEARANCE_M - HAND_ABOVE_M
+    z = max(grasp.position[2], min(clear, top - MIN_GRIP_DEPTH_M))
+    return Grasp(np.array([*grasp.position[:2], z]), grasp.yaw)
 
 
 def _hand_room(centre: np.ndarray, finger_axis: np.ndarray, palm_axis: np.ndarray,
@@ -201,6 +225,8 @@ class ScriptedExpert:
         self._integral = np.clip(self._integral + INTEGRAL_GAIN * error * near, -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(POSITION_GAIN * error + self._integral, -1.0, 1.0)
+        if self.phase == "lower":  # a fast descent shakes a shallow grasp loose
+            action[2] = max(action[2], -LOWER_SPEED)
         action[3:6] = np.clip(ROTATION_GAIN * rotation_error(frame.eef_quat, self._grasp.yaw), -1.0, 1.0)
         action[GRIPPER_DIM] = gripper
         return action
@@ -216,7 +242,8 @@ class ScriptedExpert:
         self._grasp: Grasp | None = None
         if frame is not None:
             corners = self.geometry.corners(self.goal.target_object)
-            others = [self.geometry.corners(name) for name in self.geometry.names if name != self.goal.target_object]
+            others = [box for name in self.geometry.names if name != self.goal.target_object
+                      for box in self.geometry.geom_corners(name)]
             self._grasp = plan_grasp(corners, np.asarray(frame.eef_pos[:2]), others)
             self._rest_bottom = corners[:, 2].min()
 
@@ -252,14 +279,15 @@ class ScriptedExpert:
             return target, CLOSE, abs(eef[2] - target[2]) < 2 * REACHED_M
         place_xy = self._place_xy(place_low, place_high)
         object_xy = self._object_xy()
+        lost = np.linalg.norm(object_xy - eef[:2]) > LOST_M  # chasing an object left behind would drag the arm off
         if phase == "carry":
             target = np.array([*(eef[:2] + place_xy - object_xy), carry_z])
-            return target, CLOSE, bool(np.linalg.norm(place_xy - object_xy) < REACHED_M)
+            return target, CLOSE, lost or bool(np.linalg.norm(place_xy - object_xy) < REACHED_M)
         if phase == "lower":
             floor = place_high[2] if self.goal.relation == "on" else place_low[2]
             drop = obj_bottom - (floor + PLACE_CLEARANCE_M[self.goal.relation])
             target = np.array([*(eef[:2] + place_xy - object_xy), eef[2] - drop])
-            return target, CLOSE, drop < STALL_M or self._stalled()
+            return target, CLOSE, lost or drop < STALL_M or self._stalled()
         if phase == "retreat":
             self._anchor = eef + [0.0, 0.0, RETREAT_M] if self._anchor is None else self._anchor
             return self._anchor, OPEN, self._reached(eef, eef_quat, self._anchor)
