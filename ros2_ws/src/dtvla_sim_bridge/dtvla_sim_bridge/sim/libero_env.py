@@ -117,6 +117,17 @@ def _instability_count(env: Any) -> int:
     return sum(int(warnings[int(kind)].number) for kind in bad)
 
 
+def _drop_costly_render_passes(env: Any) -> None:
+    """No multisampling and no reflection pass in the offscreen context robosuite made (llvmpipe's main costs)."""
+    import mujoco
+
+    context = env.sim._render_context_offscreen
+    context.model.vis.quality.offsamples = 0
+    context.con.free()
+    context._set_mujoco_context_and_buffers()  # the sample count is read when the GL buffers are made
+    context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+
 def _clear_soft_reset_leftovers(env: Any) -> None:
     """Reset what robosuite keeps across a soft reset but a new environment starts without.
 
@@ -138,7 +149,9 @@ class LiberoSim:
     Owns an offscreen render context: only one `LiberoSim` per process can exist (MuJoCo's EGL limitation), and
     `close()` must run (or use `with LiberoSim(...) as sim:`), else EGL prints tracebacks at exit. With
     `cameras=False` nothing is rendered (about 15x faster: what a scripted expert measured on privileged state needs)
-    and frames carry no images.
+    and frames carry no images. `fast_render=True` renders without 4x MSAA and the table's reflection pass (about
+    2.8x less CPU per step here; pixels differ from the reference rendering by ~3/255 on average): an opt-in for
+    collecting training data, never the evaluation default.
     """
 
     def __init__(
@@ -152,6 +165,7 @@ class LiberoSim:
         max_steps: int | None = None,
         object_jitter_m: float = UPSTREAM_EPISODE.object_jitter_m,
         cameras: bool = True,
+        fast_render: bool = False,
     ) -> None:
         """`camera_size` is the square render size in px (the upstream eval renders 256, the policy resizes);
         `seed + init state` seeds each reset (the env seed); `max_steps` caps policy steps per episode (None: the
@@ -181,6 +195,7 @@ class LiberoSim:
         self.max_steps = max_steps
         self.object_jitter_m = object_jitter_m
         self.cameras = cameras
+        self.fast_render = fast_render
         self.control_freq = CONTROL_FREQ_HZ
 
         benchmark, get_libero_path, offscreen_render_env = _import_libero()
@@ -202,7 +217,7 @@ class LiberoSim:
             hard_reset=False,  # the hard reset builds a new env instead (see `reset`)
         )
         self._make_env = offscreen_render_env
-        self._env: Any = self._make_env(**self._env_kwargs)  # None after a failed rebuild: the next reset retries
+        self._env: Any = self._new_env()  # None after a failed rebuild: the next reset retries
         self._closed = False
         self._step = -1  # -1: no episode yet
         self._over = ""  # why the current episode is over ("" while it runs)
@@ -210,13 +225,14 @@ class LiberoSim:
 
     @classmethod
     def for_protocol(
-        cls, suite: str, task_id: int, protocol: EpisodeProtocol, max_steps: int | None = None, cameras: bool = True
+        cls, suite: str, task_id: int, protocol: EpisodeProtocol, max_steps: int | None = None, cameras: bool = True,
+        fast_render: bool = False,
     ) -> LiberoSim:
         """The simulator an `EpisodeLoop` under `protocol` runs: its camera size, env seed, settle steps and
         object jitter."""
         return cls(suite, task_id, camera_size=protocol.camera_size, seed=protocol.env_seed,
                    settle_steps=protocol.settle_steps, max_steps=max_steps, object_jitter_m=protocol.object_jitter_m,
-                   cameras=cameras)
+                   cameras=cameras, fast_render=fast_render)
 
     # --- properties ------------------------------------------------------------------------------------------
     @property
@@ -337,7 +353,13 @@ class LiberoSim:
     def _rebuild_env(self) -> None:
         """A new environment, as the constructor built it; the old one goes first (one render context at a time)."""
         self._free_env()
-        self._env = self._make_env(**self._env_kwargs)
+        self._env = self._new_env()
+
+    def _new_env(self) -> Any:
+        env = self._make_env(**self._env_kwargs)
+        if self.fast_render and self.cameras:
+            _drop_costly_render_passes(env)
+        return env
 
     def _env_step(self, command: np.ndarray) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
         before = _instability_count(self._env)
