@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -146,3 +146,16 @@ def test_resume_refuses_a_different_decoder(tmp_path: Path) -> None:
     del recorded["decode"]  # written before the decoding was recorded
     with pytest.raises(EvalInputError, match="decode: recorded None"):
         check_resumable(recorded, build_manifest(config, {}, decode), tmp_path)
+
+
+def test_object_jitter_is_part_of_the_protocol_a_resume_must_match(tmp_path: Path) -> None:
+    config = EvalConfig(checkpoint=tmp_path, suite="libero_spatial", tasks=(0,), trials=1, max_steps=12, out=tmp_path,
+                        object_jitter_m=0.03)
+    assert config.protocol.object_jitter_m == 0.03
+    decode = asdict(UPSTREAM_DECODE)
+    recorded = build_manifest(config, {}, decode)
+    assert recorded["config"]["object_jitter_m"] == 0.03
+    with pytest.raises(EvalInputError, match="object_jitter_m"):
+        check_resumable(recorded, build_manifest(replace(config, object_jitter_m=0.0), {}, decode), tmp_path)
+    with pytest.raises(EvalInputError, match="object_jitter_m"):
+        replace(config, object_jitter_m=-0.01)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite
+from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite, parse_index_ranges
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,15 @@ def test_unrelated_name_lists_known_suites() -> None:
     with pytest.raises(ValueError, match="Known suites: libero_spatial") as info:
         get_suite("metaworld")
     assert "Did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "indices"), [("0-9", tuple(range(10))), ("3", (3,)), ("5-7,0,2", (0, 2, 5, 6, 7)),
+                                               ("1,1-2", (1, 2))])
+def test_index_ranges(text: str, indices: tuple[int, ...]) -> None:
+    assert parse_index_ranges(text, 10, "--tasks") == indices
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-", "5-2", "0-10", "-1"])
+def test_bad_index_ranges_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--tasks"):
+        parse_index_ranges(text, 10, "--tasks")

@@ -22,6 +22,7 @@ setup(
         "console_scripts": [
             "sim_bridge_node = dtvla_sim_bridge.ros.sim_bridge_node:main",
             "dtvla-eval = dtvla_sim_bridge.eval.cli:main",
+            "dtvla-expert-eval = dtvla_sim_bridge.eval.expert_eval:main",
         ],
     },
 )

@@ -11,29 +11,32 @@ token ids of `<think>...</think>` padded with 0.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from PIL import Image
 
 from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS, COMMAND_NAMES, GRIPPER_DIM, SPECIAL_TOKEN_TEXT
 from dtvla_training.data.lerobot_dataset import (
     ACTION_KEY,
     AGENTVIEW_KEY,
-    EPISODES_FILE,
-    INFO_FILE,
     NORM_STATS_PATH,
     REASONING_KEY,
     REASONING_PAD_ID,
-    TASKS_FILE,
     WRIST_KEY,
+)
+from dtvla_training.data.lerobot_writer import (
+    EpisodeEntry,
+    image_column,
+    image_feature,
+    index_columns,
+    png,
+    vector_column,
+    write_episode,
+    write_meta,
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
 
@@ -41,8 +44,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 FPS = 10
-DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"  # LeRobot v2.1's template
-CHUNKS_SIZE = 1000
 ROW_GROUP_ROWS = 8  # small on purpose: readers must address rows across several row groups
 SHORT_EPISODE_FRAMES = 6  # the last episode, shorter than a chunk
 MAX_TRANSLATION = 0.9375  # LIBERO's delta-EEF translation limit (scaled units)
@@ -54,7 +55,6 @@ TASKS = (
     ("put the cream cheese in the basket", "cream cheese", "basket"),
     ("put the butter in the top drawer", "butter", "drawer"),
 )
-_IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
 def write_synthetic_dataset(
@@ -104,55 +104,23 @@ def _write(root: Path, episodes: int, frames: int, size: int, rng: np.random.Gen
     for e, data in enumerate(episode_data):
         n = lengths[e]
         table = pa.table({
-            AGENTVIEW_KEY: _image_column(data["agentview"]),
-            WRIST_KEY: _image_column(data["wrist"]),
-            ACTION_KEY: pa.FixedSizeListArray.from_arrays(pa.array(data["actions"].ravel(), pa.float32()), ACTION_DIM),
-            "timestamp": pa.array(np.arange(n, dtype=np.float32) / FPS),
-            "frame_index": pa.array(np.arange(n, dtype=np.int64)),
-            "episode_index": pa.array(np.full(n, e, dtype=np.int64)),
-            "index": pa.array(np.arange(index, index + n, dtype=np.int64)),
-            "task_index": pa.array(np.full(n, data["task_index"], dtype=np.int64)),
+            AGENTVIEW_KEY: image_column(data["agentview"]),
+            WRIST_KEY: image_column(data["wrist"]),
+            ACTION_KEY: vector_column(data["actions"]),
+            **index_columns(e, index, data["task_index"], n, FPS),
             REASONING_KEY: pa.array(data["reasoning"], type=reasoning_type),
         })
-        path = root / DATA_PATH.format(episode_chunk=e // CHUNKS_SIZE, episode_index=e)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
+        write_episode(root, e, table, row_group_size=ROW_GROUP_ROWS)
         index += n
 
-    image_feature = {"dtype": "image", "shape": [size, size, 3], "names": ["height", "width", "channel"]}
-    scalar = {"shape": [1], "names": None}
-    info = {
-        "codebase_version": "v2.1",
-        "robot_type": "panda",
-        "total_episodes": episodes,
-        "total_frames": index,
-        "total_tasks": len(tasks),
-        "total_videos": 0,
-        "total_chunks": (episodes - 1) // CHUNKS_SIZE + 1,
-        "chunks_size": CHUNKS_SIZE,
-        "fps": FPS,
-        "splits": {"train": f"0:{episodes}"},
-        "data_path": DATA_PATH,
-        "video_path": None,
-        "features": {
-            AGENTVIEW_KEY: image_feature,
-            WRIST_KEY: image_feature,
-            ACTION_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": list(COMMAND_NAMES)},
-            REASONING_KEY: reasoning_feature,
-            "timestamp": {"dtype": "float32", **scalar},
-            "frame_index": {"dtype": "int64", **scalar},
-            "episode_index": {"dtype": "int64", **scalar},
-            "index": {"dtype": "int64", **scalar},
-            "task_index": {"dtype": "int64", **scalar},
-        },
+    features = {
+        AGENTVIEW_KEY: image_feature(size),
+        WRIST_KEY: image_feature(size),
+        ACTION_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": list(COMMAND_NAMES)},
+        REASONING_KEY: reasoning_feature,
     }
-    (root / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    (root / TASKS_FILE).write_text("".join(json.dumps({"task_index": i, "task": task}) + "\n"
-                                           for i, (task, _, _) in enumerate(tasks)))
-    (root / EPISODES_FILE).write_text("".join(
-        json.dumps({"episode_index": e, "tasks": [tasks[data["task_index"]][0]], "length": lengths[e]}) + "\n"
-        for e, data in enumerate(episode_data)))
+    entries = [EpisodeEntry(e, tasks[data["task_index"]][0], lengths[e]) for e, data in enumerate(episode_data)]
+    write_meta(root, fps=FPS, features=features, tasks=[task for task, _, _ in tasks], episodes=entries)
     write_norm_stats(compute_norm_stats(root), root / NORM_STATS_PATH)
 
 
@@ -175,8 +143,8 @@ def _episode(rng: np.random.Generator, n: int, task_index: int, size: int, task:
         view = np.full((size, size, 3), 70, dtype=np.uint8)
         _square(view, (0.5, 0.5), 0.1 + 0.3 * (1 - height[t]), (230, 200, 40))
         _square(view, (0.5, 0.9), 0.15, colour)
-        agentview.append(_png(scene))
-        wrist.append(_png(view))
+        agentview.append(png(scene))
+        wrist.append(png(view))
         reasoning.append(_reasoning(t, n, actions, position[t], obj, target))
     return {"actions": actions, "task_index": task_index, "agentview": agentview, "wrist": wrist,
             "reasoning": reasoning}
@@ -232,17 +200,6 @@ def _square(image: np.ndarray, centre: tuple[float, float] | np.ndarray, half: f
     x0, x1 = (int(np.clip((centre[0] + s * half) * size, 0, size)) for s in (-1, 1))
     y0, y1 = (int(np.clip((centre[1] + s * half) * size, 0, size)) for s in (-1, 1))
     image[y0:y1, x0:x1] = colour
-
-
-def _image_column(encoded: list[bytes]) -> pa.Array:
-    """LeRobot's image feature: a struct of the encoded bytes and a file name."""
-    return pa.array([{"bytes": b, "path": f"frame_{i:06d}.png"} for i, b in enumerate(encoded)], type=_IMAGE_STRUCT)
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)  # speed over size
-    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,6 +84,7 @@ class EpisodeProtocol:
     seed: int = 429  # global seed (python, numpy, torch)
     execute_steps: int = CHUNK_STEPS  # actions of a chunk run open-loop before the next query (all 10)
     hard_reset: bool = False  # False: the soft reset, made equal to a rebuild (`LiberoSim.reset`), ~8x faster
+    object_jitter_m: float = 0.0  # not upstream: every movable object displaced by up to this in x and y (seeded)
 
     def __post_init__(self) -> None:
         if not 1 <= self.execute_steps <= CHUNK_STEPS:
@@ -92,6 +93,8 @@ class EpisodeProtocol:
             raise ValueError(f"settle_steps must be >= 0, got {self.settle_steps}")
         if self.camera_size < 1:
             raise ValueError(f"camera_size must be >= 1 px, got {self.camera_size}")
+        if not self.object_jitter_m >= 0:
+            raise ValueError(f"object_jitter_m must be >= 0 m, got {self.object_jitter_m}")
 
 
 UPSTREAM_DECODE = DecodeConfig()

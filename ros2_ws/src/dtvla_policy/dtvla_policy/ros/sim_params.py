@@ -29,6 +29,7 @@ BRIDGE_EPISODE_PARAMETERS = {
     "seed": "env_seed",
     "execute_steps": "execute_steps",
     "hard_reset": "hard_reset",
+    "object_jitter_m": "object_jitter_m",
 }
 PROTOCOL_DEFAULTS = {
     POLICY_NODE: {"max_cot_tokens": COT_CAP_EVAL},

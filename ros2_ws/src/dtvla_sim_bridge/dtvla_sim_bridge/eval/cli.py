@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"global seed (default: {UPSTREAM_EPISODE.seed}, as upstream; not with --via-ros)")
     parser.add_argument("--camera-size", type=int, default=None,
                         help="render size in px" + PATH_DEFAULT.format(UPSTREAM_EPISODE.camera_size))
+    parser.add_argument("--object-jitter-m", type=float, default=None,
+                        help="displace every movable object by up to this many metres in x and y after the init "
+                        "state, seeded by env seed + init state (not upstream)" + PATH_DEFAULT.format(0))
     parser.add_argument("--max-cot-tokens", type=int, default=None,
                         help="CoT cap" + PATH_DEFAULT.format(f"{COT_CAP_EVAL}, the upstream eval cap"))
     parser.add_argument("--device", default=None, help="torch device of the policy" + PATH_DEFAULT.format("cpu"))
@@ -103,7 +106,7 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
         "video_episodes": parse_video_episodes(args.video_episodes, tasks, args.trials),
         "step_caps": {"deepthinkvla": spec.max_steps, "openvla": spec.openvla_max_steps},
     }
-    for name in ("replan_steps", "seed", "camera_size", "max_cot_tokens", "device", "dtype"):
+    for name in ("replan_steps", "seed", "camera_size", "object_jitter_m", "max_cot_tokens", "device", "dtype"):
         if getattr(args, name) is not None:  # the others: the path's defaults
             settings[name] = getattr(args, name)
     if args.params_file is not None:

@@ -32,6 +32,7 @@ ROS_PARAMETERS = {
     "settle_steps": (BRIDGE_NODE, "settle_steps"),
     "env_seed": (BRIDGE_NODE, "seed"),
     "hard_reset": (BRIDGE_NODE, "hard_reset"),
+    "object_jitter_m": (BRIDGE_NODE, "object_jitter_m"),
 }
 
 
@@ -80,6 +81,7 @@ class EvalConfig:
     settle_steps: int = UPSTREAM_EPISODE.settle_steps
     camera_size: int = UPSTREAM_EPISODE.camera_size
     hard_reset: bool = UPSTREAM_EPISODE.hard_reset
+    object_jitter_m: float = UPSTREAM_EPISODE.object_jitter_m  # seeded x/y displacement of movable objects (0: off)
     max_cot_tokens: int = COT_CAP_EVAL
     device: str = "cpu"
     dtype: str = "auto"
@@ -134,7 +136,8 @@ class EvalConfig:
         """The episode protocol this run's settings describe (ValueError when they are inconsistent)."""
         return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.env_seed,
                                seed=self.seed if self.seed is not None else UPSTREAM_EPISODE.seed,
-                               execute_steps=self.replan_steps, hard_reset=self.hard_reset)
+                               execute_steps=self.replan_steps, hard_reset=self.hard_reset,
+                               object_jitter_m=self.object_jitter_m)
 
     def _check_in_process_protocol(self) -> None:
         """Refuse what the in-process path would silently ignore."""

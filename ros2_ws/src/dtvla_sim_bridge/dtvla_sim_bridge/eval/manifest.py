@@ -29,7 +29,7 @@ PACKAGES = (
 # Settings that change the numbers; trials, tasks, workers and videos may differ between resumptions.
 PROTOCOL_KEYS = (
     "suite", "policy", "mode", "max_steps", "replan_steps", "seed", "env_seed", "settle_steps", "camera_size",
-    "hard_reset", "max_cot_tokens", "dtype", "path",
+    "hard_reset", "object_jitter_m", "max_cot_tokens", "dtype", "path",
 )
 PER_CALL_PARAMETERS = ("task_id", "init_state_index", "num_episodes")  # the ROS path sets them per dtvla-sim call
 

@@ -69,6 +69,7 @@ from dtvla_policy.ros.node_runner import FinishingNode, run_node
 from dtvla_sim_bridge.ros.action_chunk import ChunkRejected, chunk_to_actions
 from dtvla_sim_bridge.sim.episode import EpisodeLoop, Outcome
 from dtvla_sim_bridge.sim.libero_env import CONTROL_FREQ_HZ, Frame, LiberoSim, StepResult
+from dtvla_sim_bridge.sim.object_jitter import MAX_OBJECT_JITTER_M
 from dtvla_sim_bridge.sim.suites import SUITE_NAMES, get_suite
 
 NODE_NAME = "dtvla_sim_bridge"
@@ -104,6 +105,7 @@ class BridgeConfig:
     chunk_timeout_s: float = 60.0  # wall time before a chunk request is repeated (lockstep: counted as a miss)
     num_episodes: int = 0  # episodes to run, then idle reporting "finished"; 0 = unlimited
     hard_reset: bool = UPSTREAM_EPISODE.hard_reset  # a new env at every reset (~4 s instead of ~0.5 s; same state)
+    object_jitter_m: float = UPSTREAM_EPISODE.object_jitter_m  # seeded x/y displacement of movable objects (0: off)
 
     def __post_init__(self) -> None:
         get_suite(self.suite)  # unknown -> ValueError with "did you mean"
@@ -117,7 +119,8 @@ class BridgeConfig:
     @property
     def protocol(self) -> EpisodeProtocol:
         return EpisodeProtocol(settle_steps=self.settle_steps, camera_size=self.camera_size, env_seed=self.seed,
-                               execute_steps=self.execute_steps, hard_reset=self.hard_reset)
+                               execute_steps=self.execute_steps, hard_reset=self.hard_reset,
+                               object_jitter_m=self.object_jitter_m)
 
 
 # name -> (description, (min, max) or None); defaults and types come from BridgeConfig.
@@ -140,6 +143,8 @@ _PARAMETERS: dict[str, tuple[str, tuple[float, float] | None]] = {
     "chunk_timeout_s": ("wall seconds without a chunk before the request is repeated (lockstep: a miss)", (0.1, 3600)),
     "num_episodes": ("episodes to run, then idle reporting 'finished'; 0 = unlimited", (0, 1_000_000)),
     "hard_reset": ("build a new simulator at every reset (~4 s instead of ~0.5 s; the state is the same)", None),
+    "object_jitter_m": ("displace every movable object by up to this many metres in x and y after the init state "
+                        "(seeded by seed + init state; 0 = upstream's fixed init states)", (0.0, MAX_OBJECT_JITTER_M)),
 }
 
 

@@ -10,6 +10,7 @@ from dtvla_sim_bridge.sim.libero_env import (
     SimulationError,
     StepResult,
     binarize_gripper,
+    libero_state,
     rotate_180,
 )
 from dtvla_sim_bridge.sim.suites import SUITE_NAMES, SUITES, SuiteSpec, get_suite
@@ -31,5 +32,6 @@ __all__ = [
     "SuiteSpec",
     "binarize_gripper",
     "get_suite",
+    "libero_state",
     "rotate_180",
 ]

@@ -48,12 +48,14 @@ class Episode:
 class EpisodeLoop:
     """Episodes of one `LiberoSim` under an `EpisodeProtocol`: its chunk execution and reset kind.
 
-    The protocol's settle steps, camera size and env seed are the simulator's own (`LiberoSim.for_protocol`); a
-    simulator built with other values is refused, so a record never names settings that did not run.
+    The protocol's settle steps, camera size, env seed and object jitter are the simulator's own
+    (`LiberoSim.for_protocol`); a simulator built with other values is refused, so a record never names settings that
+    did not run.
     """
 
     def __init__(self, sim: LiberoSim, protocol: EpisodeProtocol = UPSTREAM_EPISODE) -> None:
-        built = {"settle_steps": sim.settle_steps, "camera_size": sim.camera_size, "env_seed": sim.seed}
+        built = {"settle_steps": sim.settle_steps, "camera_size": sim.camera_size, "env_seed": sim.seed,
+                 "object_jitter_m": sim.object_jitter_m}
         clashes = [f"{name} {value} (protocol: {getattr(protocol, name)})" for name, value in built.items()
                    if value != getattr(protocol, name)]
         if clashes:

@@ -43,3 +43,17 @@ def get_suite(name: str) -> SuiteSpec:
         close = difflib.get_close_matches(name, SUITE_NAMES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown LIBERO suite {name!r}.{hint} Known suites: {', '.join(SUITE_NAMES)}") from None
+
+
+def parse_index_ranges(text: str, count: int, what: str) -> tuple[int, ...]:
+    """'0-9', '3', '0,2,5-7' -> sorted unique indices, each in 0..count-1; ValueError naming `what` otherwise."""
+    indices: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{what} {text!r}: expected indices and ranges like 0-9 or 0,2,5-7")
+        low, high = int(first), int(last) if dash else int(first)
+        if low > high or high >= count:
+            raise ValueError(f"{what} {text!r}: {part.strip()} is not within 0..{count - 1}")
+        indices.update(range(low, high + 1))
+    return tuple(sorted(indices))

@@ -1,0 +1,1 @@
+"""Scripted demonstrations: `dtvla-collect-demos` (collect.py) turns the privileged-state expert into a dataset."""
