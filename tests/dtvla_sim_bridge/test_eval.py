@@ -159,6 +159,9 @@ def test_unusable_manifest_of_recorded_episodes_is_refused_with_the_fix(tiny_che
         (["--tasks", "pick_up_the_black_bowl_between_the_plate_and_the_ramekn"], "Did you mean 'pick_up_the_black"),
         (["--tasks", "10"], "task 10 out of range: libero_spatial has 10 tasks (0..9)"),
         (["--trials", "51"], "--trials 51 exceeds the 50 init states of libero_spatial task 0"),
+        (["--first-init-state", "45", "--trials", "6"], "use at most 5 trials"),
+        (["--first-init-state", "-1"], "--first-init-state must be >= 0"),
+        (["--first-init-state", "40", "--video-episodes", "0:1"], "init states 40..41"),
         (["--video-episodes", "0:7"], "not in this run"),
         (["--max-steps", "12", "--long-horizon-520"], "contradict"),
         (["--params-file", str(SIM_YAML)], "use it with --via-ros"),
@@ -169,6 +172,12 @@ def test_bad_input_is_explained(tiny_checkpoint: Path, tmp_path: Path, change: l
     with pytest.raises(EvalInputError) as error:
         build_config(args)
     assert message in str(error.value)
+
+
+def test_held_out_init_states_are_the_run_s_episodes(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    args = _args(tiny_checkpoint, tmp_path, "--first-init-state", "40", "--tasks", "0", "3", trials=10)
+    config = build_config(build_parser().parse_args(args))
+    assert config.jobs == [(task, init) for task in (0, 3) for init in range(40, 50)]
 
 
 def test_unloadable_checkpoint_fails_before_any_output(tiny_checkpoint: Path, tmp_path: Path,

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dtvla_policy.lerobot_layout import SCENE_KEY
 from dtvla_policy.model.tiny_checkpoint import build_tokenizer
 from dtvla_training.annotate.cli import main
-from dtvla_training.annotate.episode_data import SCENE_KEY
 from dtvla_training.annotate.report import REPORT_JSON, REPORT_MARKDOWN, REVIEW_QUEUE
 from dtvla_training.data.lerobot_dataset import INFO_FILE, NORM_STATS_PATH, REASONING_KEY, CotDataset
 from dtvla_training.data.synthetic import ROW_GROUP_ROWS, SHORT_EPISODE_FRAMES, write_synthetic_dataset

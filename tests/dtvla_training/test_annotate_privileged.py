@@ -5,9 +5,10 @@ from dataclasses import replace
 import pyarrow as pa
 import pytest
 
+from dtvla_policy.lerobot_layout import SCENE_KEY
 from dtvla_sim_bridge.sim.scene import PHASES
 from dtvla_training.annotate.checks import CheckConfig, check_episode
-from dtvla_training.annotate.episode_data import SCENE_KEY, Episode
+from dtvla_training.annotate.episode_data import Episode
 from dtvla_training.annotate.key_frames import segment_episode
 from dtvla_training.annotate.privileged import NEXT_STEPS, PrivilegedAnnotator
 from dtvla_training.annotate.propagate import PropagateAnnotator

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dtvla_policy.lerobot_layout import SCENE_KEY
 from dtvla_sim_bridge.sim.scene import SceneFormatError, SceneState
 from dtvla_training.data.lerobot_dataset import (
     ACTION_KEY,
@@ -22,8 +23,6 @@ from dtvla_training.data.lerobot_dataset import (
     EpisodeMeta,
     action_array,
 )
-
-SCENE_KEY = "observation.scene"
 
 
 @dataclass(frozen=True)

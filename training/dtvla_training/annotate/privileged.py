@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
+from dtvla_policy.lerobot_layout import SCENE_KEY
 from dtvla_sim_bridge.sim.scene import SceneState, Vector3
 from dtvla_training.annotate.annotator import Annotation, Annotator
-from dtvla_training.annotate.episode_data import SCENE_KEY, Episode
+from dtvla_training.annotate.episode_data import Episode
 from dtvla_training.annotate.key_frames import Segmentation
 from dtvla_training.annotate.scene_text import LocationFrame, humanise_name, is_container
 

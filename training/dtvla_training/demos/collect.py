@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.atomic_file import write_json
+from dtvla_policy.lerobot_layout import SCENE_KEY, STATE_KEY
 from dtvla_policy.model.conventions import ACTION_DIM, COMMAND_NAMES
 from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.eval.records import EpisodeLog, read_records
@@ -50,8 +51,6 @@ from dtvla_training.data.lerobot_writer import (
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
 
-STATE_KEY = "observation.state"
-SCENE_KEY = "observation.scene"
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right")
 COLLECTION_FILE = "meta/collection.json"

@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--policy replay: LeRobot dataset whose first episode of each task is replayed")
     parser.add_argument("--suite", required=True, help=f"one of {', '.join(s.name for s in SUITES)}")
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids or names (default: every task)")
-    parser.add_argument("--trials", type=int, default=50, help="init states 0..N-1 per task (upstream: 50)")
+    parser.add_argument("--trials", type=int, default=50, help="init states per task (upstream: 50)")
+    parser.add_argument("--first-init-state", type=int, default=0,
+                        help="the first init state of each task; the run takes --trials from it (upstream: 0; e.g. "
+                        "40 with --trials 10 for init states a demo policy was not trained on)")
     parser.add_argument("--mode", default=None, choices=[mode.value for mode in EVAL_MODES],
                         help=f"CoT setting (paper: full, masked, random; default {Mode.FULL.value}); "
                         "--policy model only")
@@ -97,13 +100,15 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
         raise EvalInputError(f"--trials must be >= 1, got {args.trials}")
     infos = suite_tasks(spec.name)
     tasks = resolve_tasks(args.tasks, infos, spec.name)
-    check_trials(args.trials, tasks, infos, spec.name)
+    check_trials(args.trials, tasks, infos, spec.name, args.first_init_state)
+    init_states = range(args.first_init_state, args.first_init_state + args.trials)
     out = Path(args.out or Path("runs") / f"eval-{spec.name}-{mode or args.policy}").expanduser().resolve()
     settings: dict[str, Any] = {
-        "checkpoint": checkpoint, "suite": spec.name, "tasks": tasks, "trials": args.trials, "max_steps": max_steps,
+        "checkpoint": checkpoint, "suite": spec.name, "tasks": tasks, "trials": args.trials,
+        "first_init_state": args.first_init_state, "max_steps": max_steps,
         "out": out, "policy": args.policy, "replay_dataset": replay_dataset, "mode": mode, "workers": args.workers,
         "via_ros": args.via_ros,
-        "video_episodes": parse_video_episodes(args.video_episodes, tasks, args.trials),
+        "video_episodes": parse_video_episodes(args.video_episodes, tasks, init_states),
         "step_caps": {"deepthinkvla": spec.max_steps, "openvla": spec.openvla_max_steps},
     }
     for name in ("replan_steps", "seed", "camera_size", "object_jitter_m", "max_cot_tokens", "device", "dtype"):

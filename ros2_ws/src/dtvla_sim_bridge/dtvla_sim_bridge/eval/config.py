@@ -68,10 +68,11 @@ class EvalConfig:
     checkpoint: Path | None  # None for a baseline
     suite: str
     tasks: tuple[int, ...]
-    trials: int  # init states 0..trials-1 of every task, in order (upstream: 50)
+    trials: int  # init states first_init_state..first_init_state+trials-1 of every task, in order (upstream: 50)
     max_steps: int  # policy steps per episode, settle steps excluded
     out: Path
     policy: str = PolicyKind.MODEL.value
+    first_init_state: int = 0  # upstream: 0; e.g. 40 for init states a demo policy never saw in training
     replay_dataset: Path | None = None  # policy replay: the LeRobot dataset holding the demonstrations
     mode: str | None = Mode.FULL.value  # None for a baseline, which has no CoT
     replan_steps: int = UPSTREAM_EPISODE.execute_steps  # actions of a chunk executed open-loop before the next query
@@ -97,6 +98,8 @@ class EvalConfig:
                 raise EvalInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_cot_tokens < 0:
             raise EvalInputError(f"--max-cot-tokens must be >= 0, got {self.max_cot_tokens}")
+        if self.first_init_state < 0:
+            raise EvalInputError(f"--first-init-state must be >= 0, got {self.first_init_state}")
         try:
             self.protocol  # noqa: B018 (validates the episode settings)
         except ValueError as exc:
@@ -184,7 +187,11 @@ class EvalConfig:
     @property
     def jobs(self) -> list[tuple[int, int]]:
         """Every (task, init state) episode of the run, in upstream order."""
-        return [(task, init) for task in self.tasks for init in range(self.trials)]
+        return [(task, init) for task in self.tasks for init in self.init_states]
+
+    @property
+    def init_states(self) -> range:
+        return range(self.first_init_state, self.first_init_state + self.trials)
 
 
 def sim_settings(params_file: Path | None, mode: str, suite: str, max_steps: int,
@@ -245,18 +252,19 @@ def resolve_tasks(requested: list[str] | None, infos: list[TaskInfo], suite: str
     return tuple(resolved)
 
 
-def check_trials(trials: int, tasks: tuple[int, ...], infos: list[TaskInfo], suite: str) -> None:
-    """EvalInputError unless every chosen task has at least `trials` init states (LIBERO ships 50)."""
+def check_trials(trials: int, tasks: tuple[int, ...], infos: list[TaskInfo], suite: str, first: int = 0) -> None:
+    """EvalInputError unless every chosen task has init states first..first+trials-1 (LIBERO ships 50)."""
     for task_id in tasks:
         available = infos[task_id].num_init_states
-        if trials > available:
+        if first + trials > available:
             raise EvalInputError(
-                f"--trials {trials} exceeds the {available} init states of {suite} task {task_id}; "
-                f"use --trials {available} or fewer (each trial is one fixed init state)"
+                f"--first-init-state {first} + --trials {trials} exceeds the {available} init states of {suite} "
+                f"task {task_id}; use at most {max(available - first, 0)} trials (each trial is one fixed init state)"
             )
 
 
-def parse_video_episodes(specs: list[str] | None, tasks: tuple[int, ...], trials: int) -> tuple[tuple[int, int], ...]:
+def parse_video_episodes(specs: list[str] | None, tasks: tuple[int, ...], init_states: range
+                         ) -> tuple[tuple[int, int], ...]:
     """'TASK:INIT' strings -> (task, init) pairs that belong to this run."""
     pairs: list[tuple[int, int]] = []
     for spec in specs or []:
@@ -264,10 +272,9 @@ def parse_video_episodes(specs: list[str] | None, tasks: tuple[int, ...], trials
         if not sep or not task.isdigit() or not init.isdigit():
             raise EvalInputError(f"--video-episodes expects TASK:INIT pairs like 0:3, got {spec!r}")
         pair = (int(task), int(init))
-        if pair[0] not in tasks or pair[1] >= trials:
-            raise EvalInputError(
-                f"--video-episodes {spec} is not in this run (tasks {list(tasks)}, init states 0..{trials - 1})"
-            )
+        if pair[0] not in tasks or pair[1] not in init_states:
+            raise EvalInputError(f"--video-episodes {spec} is not in this run (tasks {list(tasks)}, init states "
+                                 f"{init_states.start}..{init_states.stop - 1})")
         pairs.append(pair)
     return tuple(pairs)
 

@@ -350,7 +350,9 @@ def _write_manifest(config: EvalConfig, paths: OutputPaths, previous: dict[str, 
 def write_summary(config: EvalConfig, paths: OutputPaths) -> dict[str, Any]:
     """Recompute the summary from the JSONL and write it as JSON and Markdown."""
     meta = {"suite": config.suite, "policy": config.policy, "mode": config.mode, "max_steps": config.max_steps,
-            "path": "ros" if config.via_ros else "in_process", "trials": config.trials, "tasks_run": list(config.tasks)}
+            "checkpoint": str(config.checkpoint) if config.checkpoint else None,
+            "object_jitter_m": config.object_jitter_m, "path": "ros" if config.via_ros else "in_process",
+            "trials": config.trials, "first_init_state": config.first_init_state, "tasks_run": list(config.tasks)}
     summary = summarize(read_records(paths.episodes), config.jobs, meta)
     write_json(paths.summary_json, summary)
     write_text(paths.summary_md, summary_markdown(summary))
