@@ -20,6 +20,7 @@ RUN := . $(VENV)/bin/activate && . scripts/ros_env.sh &&
 PYTEST_ARGS ?=
 SIM_ARGS ?=
 DATASET_DIR ?= out/synthetic-dataset
+DEMO_DIR ?= runs/demo
 
 SETUP_STAMP := $(VENV)/.setup-stamp
 PKG_STAMP := $(VENV)/.packages-stamp
@@ -33,10 +34,10 @@ PKG_MANIFEST := $(VENV)/.packages-manifest
 PKG_FIND := find $(wildcard $(PKG_DIRS) config launch) \( -name build -o -name '*.egg-info' -o -name __pycache__ \) -prune \
 	-o -type f ! -name '*.pyc' -print0
 
-.PHONY: help setup packages sim dataset test test-all lint format clean FORCE
+.PHONY: help setup packages sim dataset demo-checkpoint test test-all lint format clean FORCE
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: $(PKG_STAMP) ## install apt packages, .venv, pinned requirements and the project packages (idempotent)
 
@@ -69,6 +70,9 @@ sim: setup ## run one LIBERO episode: policy node + sim bridge over ROS 2 (SIM_A
 dataset: setup ## write a tiny synthetic CoT dataset (LeRobot v2.1 layout) to $(DATASET_DIR)
 	@if [ -f $(DATASET_DIR)/meta/info.json ]; then echo "$(DATASET_DIR) exists"; \
 	else $(RUN) dtvla-synthetic-dataset $(DATASET_DIR); fi
+
+demo-checkpoint: setup ## demos -> CoT -> SFT -> held-out eval -> bf16 export in $(DEMO_DIR) (hours; rerun resumes)
+	$(RUN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo_checkpoint.sh
 
 test: setup ## ruff check + pytest (without tests marked slow)
 	$(RUN) ruff check . && pytest -m "not slow" $(PYTEST_ARGS)
