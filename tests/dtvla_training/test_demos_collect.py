@@ -1,5 +1,5 @@
 """`dtvla-collect-demos`: two real scripted demonstrations with both cameras -> a LeRobot v2.1 dataset that the
-SFT reader indexes once a reasoning column is added (the annotator's job; the reader requires one)."""
+SFT reader indexes once `dtvla-annotate` adds the reasoning column -> 5 SFT steps -> a checkpoint the engine runs."""
 
 from __future__ import annotations
 
@@ -7,47 +7,37 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dtvla_policy.inference import PolicyEngine
+from dtvla_policy.lerobot_layout import SCENE_KEY, STATE_KEY
+from dtvla_policy.protocol import DecodeConfig
 from dtvla_sim_bridge.sim.scene import SceneState
-from dtvla_training.data.lerobot_dataset import INFO_FILE, NORM_STATS_PATH, REASONING_KEY, CotDataset, DatasetMeta
-from dtvla_training.demos.collect import (
-    COLLECTION_FILE,
-    SCENE_KEY,
-    STATE_KEY,
-    Collection,
-    collect_demos,
-    main,
-    plan_jobs,
-)
+from dtvla_training.annotate.cli import main as annotate
+from dtvla_training.data.lerobot_dataset import NORM_STATS_PATH, CotDataset, DatasetMeta
+from dtvla_training.demos.collect import COLLECTION_FILE, Collection, collect_demos, main, plan_jobs
+from dtvla_training.sft.config import load_config
+from dtvla_training.sft.train import train
 
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
 
 
-def add_reasoning(root: Path) -> None:
-    """A stand-in for the annotator: one text per frame naming the phase, and its feature in info.json."""
-    meta = DatasetMeta.load(root)
-    for episode in meta.episodes:
-        path = meta.episode_path(episode.index)
-        table = pq.read_table(path)
-        scenes = [SceneState.from_json(text) for text in table.column(SCENE_KEY).to_pylist()]
-        texts = [f"Phase {s.phase}. Move the {s.target_object} to the {s.target_place}." for s in scenes]
-        pq.write_table(table.append_column(REASONING_KEY, pa.array(texts, pa.string())), path)
-    info = json.loads((root / INFO_FILE).read_text())
-    info["features"][REASONING_KEY] = {"dtype": "string", "shape": [1], "names": None}
-    (root / INFO_FILE).write_text(json.dumps(info))
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Two real demonstrations of libero_spatial task 0 (init states 0 and 1) and the collector's report."""
+    out = tmp_path_factory.mktemp("collect") / "demos"
+    collection = Collection(suite="libero_spatial", image_size=IMAGE_SIZE, max_steps=220, object_jitter_m=0.0)
+    return out, collect_demos(out, collection, plan_jobs("libero_spatial", "0", "0-1", None))
 
 
 @pytest.mark.sim
-def test_two_demonstrations_make_a_dataset_the_reader_indexes(tmp_path: Path) -> None:
-    out = tmp_path / "demos"
-    collection = Collection(suite="libero_spatial", image_size=IMAGE_SIZE, max_steps=220, object_jitter_m=0.0)
-    report = collect_demos(out, collection, plan_jobs("libero_spatial", "0", "0-1", None))
+def test_two_demonstrations_make_a_dataset_the_reader_indexes(demos: tuple[Path, dict]) -> None:
+    out, report = demos
     assert (report["attempted"], report["episodes"], report["dropped"]) == (2, 2, 0)
     assert json.loads((out / COLLECTION_FILE).read_text()) == {k: v for k, v in report.items() if k != "dataset"}
-    assert not (tmp_path / ".demos.parts").exists()
+    assert not (out.parent / ".demos.parts").exists()
 
     meta = DatasetMeta.load(out)
     assert meta.fps == 20 and [e.index for e in meta.episodes] == [0, 1]
@@ -64,12 +54,28 @@ def test_two_demonstrations_make_a_dataset_the_reader_indexes(tmp_path: Path) ->
     np.testing.assert_allclose(state[:, :3], [s.gripper_position for s in scenes], atol=1e-6)
 
     with pytest.raises(ValueError, match="no usable frames|reasoning"):
-        CotDataset(out, image_size=IMAGE_SIZE)  # no reasoning column yet
-    add_reasoning(out)
-    dataset = CotDataset(out, image_size=IMAGE_SIZE)
-    assert len(dataset) == report["frames"] and not dataset.report.has_problems
-    sample = dataset[0]
-    assert "Phase approach" in sample.reasoning
+        CotDataset(out, image_size=IMAGE_SIZE)  # no reasoning column yet: the annotator adds it
+
+
+@pytest.mark.sim
+def test_annotated_demonstrations_train_a_checkpoint_the_engine_runs(demos: tuple[Path, dict], tiny_checkpoint: Path,
+                                                                     tmp_path: Path) -> None:
+    out, report = demos
+    annotate([str(out), str(tmp_path / "cot")])  # exits 2 on a refusal
+    dataset = CotDataset(tmp_path / "cot", image_size=IMAGE_SIZE)
+    assert len(dataset) + dataset.report.bad_rows == report["frames"] and len(dataset) > report["frames"] // 2
+    assert "black bowl" in dataset[0].reasoning and dataset[0].reasoning.rstrip().endswith(".")
+
+    config = load_config(REPO / "config/train/tiny.yaml", {
+        "dataset": str(tmp_path / "cot"), "init_checkpoint": str(tiny_checkpoint), "output_dir": str(tmp_path / "sft"),
+        "deepspeed": str(REPO / "config/train/zero2.json"), "micro_batch_size": 2, "max_steps": 5, "save_every": 5})
+    run = train(config)
+    assert [r["step"] for r in run.records] == [1, 2, 3, 4, 5]
+    engine = PolicyEngine.from_checkpoint(run.checkpoint, decode=DecodeConfig(max_cot_tokens=4))
+    sample = dataset[len(dataset) // 2]
+    for mode in ("masked", "full"):
+        prediction = engine.predict(sample.agentview, sample.wrist, sample.task, mode=mode)
+        assert prediction.actions.shape == (10, 7) and np.all(np.isfinite(prediction.actions))
 
 
 @pytest.mark.sim
