@@ -4,6 +4,9 @@ SFT reader indexes once `dtvla-annotate` adds the reasoning column -> 5 SFT step
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,7 @@ from dtvla_sim_bridge.sim.scene import SceneState
 from dtvla_training.annotate.cli import main as annotate
 from dtvla_training.data.lerobot_dataset import NORM_STATS_PATH, CotDataset, DatasetMeta
 from dtvla_training.demos.collect import COLLECTION_FILE, Collection, collect_demos, main, plan_jobs
-from dtvla_training.sft.config import load_config
-from dtvla_training.sft.train import train
+from dtvla_training.sft.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
@@ -66,12 +68,19 @@ def test_annotated_demonstrations_train_a_checkpoint_the_engine_runs(demos: tupl
     assert len(dataset) + dataset.report.bad_rows == report["frames"] and len(dataset) > report["frames"] // 2
     assert "black bowl" in dataset[0].reasoning and dataset[0].reasoning.rstrip().endswith(".")
 
-    config = load_config(REPO / "config/train/tiny.yaml", {
-        "dataset": str(tmp_path / "cot"), "init_checkpoint": str(tiny_checkpoint), "output_dir": str(tmp_path / "sft"),
-        "deepspeed": str(REPO / "config/train/zero2.json"), "micro_batch_size": 2, "max_steps": 5, "save_every": 5})
-    run = train(config)
-    assert [r["step"] for r in run.records] == [1, 2, 3, 4, 5]
-    engine = PolicyEngine.from_checkpoint(run.checkpoint, decode=DecodeConfig(max_cot_tokens=4))
+    # A child process, as a user runs it: an in-process run would leave its process group to later test modules.
+    sft = tmp_path / "sft"
+    overrides = {"dataset": tmp_path / "cot", "init_checkpoint": tiny_checkpoint, "output_dir": sft,
+                 "deepspeed": REPO / "config/train/zero2.json", "micro_batch_size": 2, "max_steps": 5, "save_every": 5}
+    args = [sys.executable, "-m", "dtvla_training.sft.train", "--config", str(REPO / "config/train/tiny.yaml")]
+    for key, value in overrides.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                            "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert [r["step"] for r in read_metrics(sft)] == [1, 2, 3, 4, 5]
+    engine = PolicyEngine.from_checkpoint(sft / "checkpoints/step_00000005", decode=DecodeConfig(max_cot_tokens=4))
     sample = dataset[len(dataset) // 2]
     for mode in ("masked", "full"):
         prediction = engine.predict(sample.agentview, sample.wrist, sample.task, mode=mode)
