@@ -37,7 +37,7 @@ from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.eval.records import EpisodeLog, read_records
 from dtvla_sim_bridge.sim import CONTROL_FREQ_HZ, EpisodeLoop, Frame, LiberoSim, Outcome, get_suite, libero_state
 from dtvla_sim_bridge.sim.expert import ScriptedExpert
-from dtvla_sim_bridge.sim.suites import parse_index_ranges
+from dtvla_sim_bridge.sim.suites import INIT_STATES, parse_index_ranges
 from dtvla_training.data.lerobot_dataset import ACTION_KEY, AGENTVIEW_KEY, NORM_STATS_PATH, WRIST_KEY
 from dtvla_training.data.lerobot_writer import (
     EpisodeEntry,
@@ -54,7 +54,6 @@ from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right")
 COLLECTION_FILE = "meta/collection.json"
-INIT_STATES = 50  # LIBERO ships 50 fixed init states per task
 
 
 @dataclass(frozen=True)

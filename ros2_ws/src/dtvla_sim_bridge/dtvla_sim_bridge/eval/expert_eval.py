@@ -26,9 +26,7 @@ from dtvla_sim_bridge.eval.stats import wilson_interval
 from dtvla_sim_bridge.sim.episode import EpisodeLoop, Outcome
 from dtvla_sim_bridge.sim.expert import ScriptedExpert
 from dtvla_sim_bridge.sim.libero_env import LiberoSim
-from dtvla_sim_bridge.sim.suites import get_suite, parse_index_ranges
-
-INIT_STATES = 50  # LIBERO ships 50 fixed init states per task
+from dtvla_sim_bridge.sim.suites import INIT_STATES, get_suite, parse_index_ranges
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ SUITES: tuple[SuiteSpec, ...] = (
     SuiteSpec("libero_10", num_tasks=10, max_steps=620, openvla_max_steps=520),
     SuiteSpec("libero_90", num_tasks=90, max_steps=400, openvla_max_steps=400),
 )
+INIT_STATES = 50  # LIBERO ships 50 fixed init states per task (the eval's trials)
 _BY_NAME = {spec.name: spec for spec in SUITES}
 if len(_BY_NAME) != len(SUITES):
     raise RuntimeError(f"duplicate suite names in SUITES: {[spec.name for spec in SUITES]}")
