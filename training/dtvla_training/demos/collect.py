@@ -35,8 +35,8 @@ from dtvla_policy.lerobot_layout import SCENE_KEY, STATE_KEY
 from dtvla_policy.model.conventions import ACTION_DIM, COMMAND_NAMES
 from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.eval.records import EpisodeLog, read_records
-from dtvla_sim_bridge.sim import CONTROL_FREQ_HZ, EpisodeLoop, Frame, LiberoSim, Outcome, get_suite, libero_state
-from dtvla_sim_bridge.sim.expert import ScriptedExpert
+from dtvla_sim_bridge.sim import CONTROL_FREQ_HZ, Frame, LiberoSim, Outcome, get_suite, libero_state
+from dtvla_sim_bridge.sim.expert_session import ExpertSession
 from dtvla_sim_bridge.sim.suites import INIT_STATES, parse_index_ranges
 from dtvla_training.data.lerobot_dataset import ACTION_KEY, AGENTVIEW_KEY, NORM_STATS_PATH, WRIST_KEY
 from dtvla_training.data.lerobot_writer import (
@@ -91,8 +91,10 @@ class DemoRecorder:
     def __init__(self, collection: Collection, parts: Path) -> None:
         self.collection = collection
         self.parts = parts
-        self.loop: EpisodeLoop | None = None
-        self.expert: ScriptedExpert | None = None
+        self.session = ExpertSession(
+            lambda task: LiberoSim.for_protocol(collection.suite, task, collection.protocol, collection.max_steps,
+                                                fast_render=collection.fast_render),
+            collection.protocol)
 
     def demo(self, task: int, init_state: int) -> dict[str, Any]:
         start = time.monotonic()
@@ -100,7 +102,7 @@ class DemoRecorder:
                                   "steps": 0, "error": "", "task_language": ""}
         rows: list[dict[str, Any]] = []
         try:
-            loop, expert = self._for_task(task)
+            loop, expert = self.session.for_task(task)
             record["task_language"] = loop.sim.task_language
 
             def act(frame: Frame, _: str) -> np.ndarray:
@@ -116,7 +118,7 @@ class DemoRecorder:
                 self._write_part(task, init_state, rows)
         except Exception as exc:  # recorded as a dropped demonstration; the collection goes on
             record.update(success=False, error=repr(exc))
-            self.close()
+            self.session.close()
         record["wall_s"] = round(time.monotonic() - start, 2)
         return record
 
@@ -132,21 +134,6 @@ class DemoRecorder:
         tmp = path.with_suffix(".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)  # a part file exists only whole
-
-    def _for_task(self, task: int) -> tuple[EpisodeLoop, ScriptedExpert]:
-        if self.loop is not None and self.loop.sim.task_id != task:
-            self.close()  # one render context per process
-        if self.loop is None:
-            c = self.collection
-            sim = LiberoSim.for_protocol(c.suite, task, c.protocol, c.max_steps, fast_render=c.fast_render)
-            self.loop, self.expert = EpisodeLoop(sim, c.protocol), ScriptedExpert(sim)
-        return self.loop, self.expert
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.sim.close()
-        self.loop = self.expert = None
-
 
 _RECORDER: DemoRecorder | None = None  # one per worker process
 

@@ -23,8 +23,8 @@ from dtvla_policy.atomic_file import write_json
 from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.eval.records import EpisodeLog, read_records
 from dtvla_sim_bridge.eval.stats import wilson_interval
-from dtvla_sim_bridge.sim.episode import EpisodeLoop, Outcome
-from dtvla_sim_bridge.sim.expert import ScriptedExpert
+from dtvla_sim_bridge.sim.episode import Outcome
+from dtvla_sim_bridge.sim.expert_session import ExpertSession
 from dtvla_sim_bridge.sim.libero_env import LiberoSim
 from dtvla_sim_bridge.sim.suites import INIT_STATES, get_suite, parse_index_ranges
 
@@ -50,38 +50,24 @@ class ExpertRunner:
 
     def __init__(self, run: ExpertRun) -> None:
         self.run = run
-        self.loop: EpisodeLoop | None = None
-        self.expert: ScriptedExpert | None = None
+        self.session = ExpertSession(
+            lambda task: LiberoSim.for_protocol(run.suite, task, run.protocol, run.max_steps, cameras=False),
+            run.protocol)
 
     def episode(self, task: int, init_state: int) -> dict[str, Any]:
         start = time.monotonic()
         record: dict[str, Any] = {**asdict(self.run), "task": task, "init_state": init_state, "success": False,
                                   "outcome": "error", "steps": 0, "last_phase": "", "error": ""}
         try:
-            loop, expert = self._for_task(task)
+            loop, expert = self.session.for_task(task)
             episode = loop.run(init_state, lambda frame, _: expert.act(frame)[None])
             record.update(success=episode.outcome is Outcome.SUCCESS, outcome=str(episode.outcome),
                           steps=episode.steps, last_phase=expert.phase, error=episode.error)
         except Exception as exc:  # recorded, never fatal: one bad episode must not stop a 500-episode run
             record["error"] = repr(exc)
-            self.close()
+            self.session.close()
         record["wall_s"] = round(time.monotonic() - start, 2)
         return record
-
-    def _for_task(self, task: int) -> tuple[EpisodeLoop, ScriptedExpert]:
-        if self.loop is not None and self.loop.sim.task_id != task:
-            self.close()
-        if self.loop is None:
-            run = self.run
-            sim = LiberoSim.for_protocol(run.suite, task, run.protocol, run.max_steps, cameras=False)
-            self.loop, self.expert = EpisodeLoop(sim, run.protocol), ScriptedExpert(sim)
-        return self.loop, self.expert
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.sim.close()
-        self.loop = self.expert = None
-
 
 _RUNNER: ExpertRunner | None = None  # one per worker process
 
