@@ -20,7 +20,10 @@ export OMP_WAIT_POLICY=PASSIVE                  # spinning OpenMP threads starve
 
 stage() { echo "== demo-checkpoint: $*" >&2; }
 
-if [ ! -f "$OUT/init/config.json" ]; then
+# DEMO_INIT: start SFT from these weights instead of a random init, e.g. assets/demo_checkpoint to go on training
+# the committed demo policy (a run is limited to what fits one sitting on this CPU; the optimizer starts afresh).
+INIT=${DEMO_INIT:-$OUT/init}
+if [ -z "${DEMO_INIT:-}" ] && [ ! -f "$OUT/init/config.json" ]; then
   stage "random-init demo model -> $OUT/init"
   dtvla-tiny-checkpoint "$OUT/init" --preset demo
 fi
@@ -33,13 +36,13 @@ fi
 
 if [ ! -f "$OUT/dataset/meta/info.json" ]; then
   stage "CoT annotations -> $OUT/dataset"
-  dtvla-annotate "$OUT/demos" "$OUT/dataset" --tokenizer "$OUT/init"
+  dtvla-annotate "$OUT/demos" "$OUT/dataset" --tokenizer "$INIT"
   # The scripted expert's rotation commands are mostly exactly 0, so the default IQR outlier rule would drop every
   # frame that rotates (18% of a 188-demo collection) and clip rotations at a tenth of their range: keep all frames.
   dtvla-norm-stats "$OUT/dataset" --outlier-iqr-multiple 0
 fi
 
-sft=(dtvla-train-sft --config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$OUT/init"
+sft=(dtvla-train-sft --config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$INIT"
      --output-dir "$OUT/sft")
 if [ -f "$OUT/sft/checkpoints/latest" ]; then "${sft[@]}" --resume; else "${sft[@]}"; fi
 checkpoint="$OUT/sft/checkpoints/$(cat "$OUT/sft/checkpoints/latest")"
