@@ -51,9 +51,9 @@ def run_pool(config: EvalConfig, policy: BatchPolicy, videos: Path) -> dict[str,
     arrivals: list[tuple[float, dict[str, Any]]] = []
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    pool = WorkerPool(config, policy, videos)
+    pool = WorkerPool.for_eval(config, policy, videos)
     pool.run([Job(task, init, 1) for task, init in config.jobs],
-             lambda record: arrivals.append((time.perf_counter() - start, record)))
+             lambda record, job: arrivals.append((time.perf_counter() - start, record)))
     cores_used = (_cpu_seconds() - cpu_before) / (time.perf_counter() - start)
     first: dict[int, float] = {}
     for t, record in arrivals:
