@@ -275,6 +275,7 @@ class GrpoTrainer:
                                              config.slice_steps, config.execute_steps)
         old_entropy = self._old_logprobs(trajectories)
         self.engine.train()
+        self.grad_norms: list[float] = []
         stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
         per_rank = config.mini_batch_size // self.world_size
         for epoch in range(config.ppo_epochs):
@@ -342,6 +343,8 @@ class GrpoTrainer:
 
     def _check_grad_norm(self, number: int) -> None:
         grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            self.grad_norms.append(float(grad_norm))
         if grad_norm is not None and not math.isfinite(float(grad_norm)):
             raise NonFiniteLossError(
                 f"gradient norm is {float(grad_norm)} at iteration {number}; the weights are no longer usable. Resume "
@@ -377,7 +380,6 @@ class GrpoTrainer:
             cot_entropy, action_entropy = s["cot_entropy_sum"], s["action_entropy_sum"]
             cot_count = s["valid_cot_tokens"] / self.config.ppo_epochs
             action_count = s["valid_action_tokens"] / self.config.ppo_epochs
-        grad_norm = self.engine.get_global_grad_norm()
         record: dict[str, Any] = {
             "step": number,  # the iteration (metrics.jsonl and TensorBoard key records by "step")
             "success_rate": ratio(r["successes"], r["rollouts"]),  # every finished rollout, filtered groups too
@@ -392,7 +394,7 @@ class GrpoTrainer:
             "ppo_kl": ratio(s["ppo_kl_sum"], s["valid_tokens"]),  # old -> current policy, over the update
             "entropy_cot": ratio(cot_entropy, cot_count),  # per valid token, pre-update policy
             "entropy_action": ratio(action_entropy, action_count),
-            "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
+            "grad_norm": ratio(sum(self.grad_norms), len(self.grad_norms)),  # mean over the optimizer steps
             "lr": lr,
             "trajectories": r["kept_trajectories"],
             "rollouts": r["rollouts"],
@@ -444,6 +446,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     setup_process(args)
+    # Truncated CoTs are counted in the metrics (cot_truncated_rate); the engine's warning per sample would flood.
+    logging.getLogger("dtvla_policy.inference.engine").setLevel(logging.ERROR)
     try:
         config = load_config(args.config, overrides, GrpoConfig)
         result = train(config, resume=args.resume, crash_after_iteration=args.crash_after)
