@@ -75,6 +75,20 @@ def test_loss_at_ratio_one_is_minus_the_advantage_per_valid_token(objective):
     assert abs(stats["ppo_kl_sum"]) < 1e-3  # same weights: the recomputation agrees with the sampling
 
 
+def test_kl_to_an_identical_reference_adds_nothing(objective):
+    trajectory = sampled_trajectory(objective.scorer, n_steps=1, env_steps=10, seed=3)
+    trajectory.layout = token_layout(trajectory.steps, 10, DECODE.max_cot_tokens, slice_steps=8)
+    trajectory.old_logprobs = trajectory.sampling_logprobs()
+    trajectory.advantage = 0.5
+    with torch.no_grad():
+        trajectory.ref_logprobs, _ = objective.token_logprobs(trajectory, DECODE, 8)
+        plain = objective(trajectory, settings(LossAggMode.SEQ_MEAN_TOKEN_SUM, 8))
+        with_kl = objective(trajectory, LossSettings(**{**settings(LossAggMode.SEQ_MEAN_TOKEN_SUM, 8).__dict__,
+                                                        "kl_coef": 0.5}))
+    assert float(with_kl.loss) == pytest.approx(float(plain.loss), abs=1e-6)
+    assert dict(zip(STAT_NAMES, with_kl.stats.tolist(), strict=True))["ref_kl_sum"] == pytest.approx(0, abs=1e-6)
+
+
 def test_checkpointed_slices_give_the_unsliced_loss_and_gradients(objective):
     trajectory = sampled_trajectory(objective.scorer, n_steps=3, env_steps=30, seed=7)
     trajectory.old_logprobs = trajectory.sampling_logprobs() - 0.05  # ratio exp(0.05): inside the clip range

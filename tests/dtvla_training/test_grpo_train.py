@@ -110,8 +110,11 @@ def test_a_run_killed_after_an_iteration_resumes_into_the_same_next_iteration(tw
 
 
 def test_two_gloo_ranks_keep_identical_weights(tag_prone_checkpoint, tmp_path):
+    """Also the options off the default path: token-mean (a token count over both ranks), the sampling log-probs
+    as the ratio's denominator, and the k3 KL to a frozen reference."""
     out = tmp_path / "two"
-    done = grpo(tag_prone_checkpoint, out, "--max-iterations", "1", "--env-workers", "1",
+    done = grpo(tag_prone_checkpoint, out, "--max-iterations", "1", "--env-workers", "1", "--loss-agg-mode",
+                "token-mean", "--old-logprobs", "sampling", "--kl-coef", "0.1",
                 launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
     assert done.returncode == 0, failure(done)
     step_dir = out / "checkpoints/step_00000001"
@@ -120,6 +123,7 @@ def test_two_gloo_ranks_keep_identical_weights(tag_prone_checkpoint, tmp_path):
     assert len(state["replica_fingerprints"]) == 2 and len(set(state["replica_fingerprints"])) == 1
     [record] = read_metrics(out)
     assert record["rollouts"] == 4 and record["trajectories"] == 4  # one group of 2 per rank
+    assert record["ref_kl"] >= 0 and record["entropy_cot"] > 0  # measured in the first epoch's forward passes
     before = load_file(tag_prone_checkpoint / "model.safetensors")
     after = load_file(step_dir / "model.safetensors")
     assert any(not torch.equal(before[name], after[name]) for name in before)
