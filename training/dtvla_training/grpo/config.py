@@ -18,6 +18,7 @@ from dtvla_training.sft.config import ConfigError, check_run_files, plain_values
 
 RL_MAX_STEPS = 480  # upstream RobHFRollout.max_steps: the same cap for every suite (not the eval caps)
 OLD_LOGPROB_SOURCES = ("recompute", "sampling")
+AGG_MODES = tuple(mode.value for mode in LossAggMode)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class GrpoConfig:
             raise ConfigError(f"clip_c (dual clip) must be > 1, got {self.clip_c}")
         if self.clip_low >= 1.0:
             raise ConfigError(f"clip_low must be < 1 (the ratio's floor is 1 - clip_low), got {self.clip_low}")
+        if self.loss_agg_mode not in AGG_MODES:
+            raise ConfigError(f"unknown loss_agg_mode {self.loss_agg_mode!r}; expected one of {AGG_MODES}")
         if self.old_logprobs not in OLD_LOGPROB_SOURCES:
             raise ConfigError(f"old_logprobs must be one of {OLD_LOGPROB_SOURCES}, got {self.old_logprobs!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -113,7 +116,6 @@ class GrpoConfig:
                 f"into mini-batches of {self.mini_batch_size}; make mini_batch_size a divisor"
             )
         try:
-            LossAggMode.parse(self.loss_agg_mode)
             get_suite(self.suite)
             self.protocol  # noqa: B018 (validates the episode settings)
             self.decode  # noqa: B018
@@ -128,7 +130,7 @@ class GrpoConfig:
 
     @property
     def agg_mode(self) -> LossAggMode:
-        return LossAggMode.parse(self.loss_agg_mode)
+        return LossAggMode(self.loss_agg_mode)
 
     @property
     def task_ids(self) -> tuple[int, ...]:

@@ -33,13 +33,6 @@ class LossAggMode(StrEnum):
     TOKEN_MEAN = "token-mean"
     SEQ_MEAN_TOKEN_MEAN = "seq-mean-token-mean"
 
-    @classmethod
-    def parse(cls, value: str | LossAggMode) -> LossAggMode:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"unknown loss_agg_mode {value!r}; expected one of {[m.value for m in cls]}") from None
-
 
 def group_advantages(rewards: torch.Tensor, eps: float = ADVANTAGE_EPS) -> torch.Tensor:
     """(groups, G) trajectory rewards -> (groups, G) advantages (R - group mean) / (group std + eps).

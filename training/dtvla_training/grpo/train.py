@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,8 @@ from typing import Any
 import deepspeed
 import torch
 import torch.distributed as dist
-import yaml
 from tqdm import tqdm
 
-from dtvla_policy.atomic_file import write_text
 from dtvla_policy.inference.engine import NonFiniteOutputError, PolicyEngine
 from dtvla_policy.model.checkpoint import NORM_STATS_FILE, Checkpoint
 from dtvla_policy.model.modeling import DeepThinkVLA
@@ -54,7 +51,6 @@ from dtvla_training.grpo.rollout import (
 from dtvla_training.grpo.trajectory import Trajectory, token_layout
 from dtvla_training.sft import checkpoint_io
 from dtvla_training.sft.config import ConfigError, field_names, load_config
-from dtvla_training.sft.metrics import MetricsSink
 from dtvla_training.sft.optim import lr_factor, make_optimizer
 from dtvla_training.sft.train import (
     NonFiniteLossError,
@@ -62,8 +58,10 @@ from dtvla_training.sft.train import (
     init_distributed,
     launch_ranks,
     load_norm_stats,
+    open_outputs,
     parse_overrides,
     resolve_bf16,
+    run_cli,
     setup_process,
     trainer_parser,
 )
@@ -205,9 +203,7 @@ class GrpoTrainer:
         written, as a crash would (the resume test's exact crash point).
         """
         config = self.config
-        sink = MetricsSink(config.output_dir, self.iteration) if self.rank == 0 else None
-        if self.rank == 0:
-            write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        sink = open_outputs(config, self.iteration) if self.rank == 0 else None
         records: list[dict[str, Any]] = []
         checkpoint = None
         progress = tqdm(total=config.max_iterations, initial=self.iteration, unit="it", dynamic_ncols=True,
@@ -448,20 +444,13 @@ def main(argv: list[str] | None = None) -> None:
     setup_process(args)
     # Truncated CoTs are counted in the metrics (cot_truncated_rate); the engine's warning per sample would flood.
     logging.getLogger("dtvla_policy.inference.engine").setLevel(logging.ERROR)
-    try:
+
+    def run() -> str:
         config = load_config(args.config, overrides, GrpoConfig)
         result = train(config, resume=args.resume, crash_after_iteration=args.crash_after)
-    except (ConfigError, FileNotFoundError) as err:  # refused before training started
-        print(f"dtvla-train-grpo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (NonFiniteLossError, RolloutShortfall) as err:
-        print(f"dtvla-train-grpo: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"finished iteration {result.iteration}; last checkpoint {result.checkpoint}")
+        return f"finished iteration {result.iteration}; last checkpoint {result.checkpoint}"
+
+    run_cli("dtvla-train-grpo", run, (NonFiniteLossError, RolloutShortfall))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,9 +285,7 @@ class SftTrainer:
         a crash would; it puts the crash of the resume test at an exact step instead of racing the run.
         """
         config = self.config
-        sink = MetricsSink(config.output_dir, self.step) if self.rank == 0 else None
-        if self.rank == 0:
-            write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        sink = open_outputs(config, self.step) if self.rank == 0 else None
         records: list[dict[str, Any]] = []
         checkpoint = None
         stream = self._micro_batches()
@@ -383,6 +381,12 @@ class SftTrainer:
         return path
 
 
+def open_outputs(config: Any, position: int) -> MetricsSink:
+    """Rank 0's run outputs: config.yaml (the resolved config) and the metrics sink, continuing at `position`."""
+    write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return MetricsSink(config.output_dir, position)
+
+
 def load_norm_stats(path: Path) -> QuantileNormalizer:
     """The run's normaliser; ConfigError naming the file when it is not usable norm stats."""
     try:
@@ -443,23 +447,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     return parse_overrides(parser, argv, field_names())
 
 
-def main(argv: list[str] | None = None) -> None:
-    args, overrides = parse_args(argv)
-    setup_process(args)
+def run_cli(prog: str, run: Callable[[], str], stopped: tuple[type[Exception], ...] = (NonFiniteLossError,)) -> None:
+    """A trainer CLI's body: `run()` trains and returns the line rank 0 prints at the end. Exit 2 with one line for
+    input refused before training, 1 for a run that stopped (`stopped`); the process group goes either way."""
     try:
-        config = load_config(args.config, overrides)
-        result = train(config, resume=args.resume, crash_after_step=args.crash_after)
+        done = run()
     except (ConfigError, FileNotFoundError) as err:  # refused before training started
-        print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except NonFiniteLossError as err:
-        print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
+    except stopped as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"finished step {result.step}; last checkpoint {result.checkpoint}")
+        print(done)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
+    setup_process(args)
+
+    def run() -> str:
+        result = train(load_config(args.config, overrides), resume=args.resume, crash_after_step=args.crash_after)
+        return f"finished step {result.step}; last checkpoint {result.checkpoint}"
+
+    run_cli("dtvla-train-sft", run)
 
 
 if __name__ == "__main__":
