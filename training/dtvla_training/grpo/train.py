@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,7 +419,7 @@ class GrpoTrainer:
             self.iteration, state, self.config.to_dict(), self.config.keep_train_states,
         )
         if self.rank == 0:
-            tqdm.write(f"saved {path}")
+            tqdm.write(f"saved {path}", file=sys.stderr)
         return path
 
 
