@@ -29,9 +29,10 @@ from dtvla_policy.inference.engine import Observation, PolicyEngine
 from dtvla_policy.protocol import DecodeConfig, Mode
 from dtvla_sim_bridge.eval.runner import WorkerPool
 from dtvla_sim_bridge.eval.worker import Job, PolicyQuery, PolicyReply
+from dtvla_training.grpo.config import GrpoConfig
 from dtvla_training.grpo.loss import group_advantages
 from dtvla_training.grpo.reward import keep_group, trajectory_reward, well_formed
-from dtvla_training.grpo.trajectory import StepRecord, Trajectory
+from dtvla_training.grpo.trajectory import RolloutSummary, StepRecord, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class RolloutBatch:
 
     groups: list[list[Trajectory]]
     rounds: int = 0
-    seen: list[Trajectory] = field(default_factory=list)  # every finished rollout of every kept or filtered group
+    seen: list[RolloutSummary] = field(default_factory=list)  # every finished rollout of the kept or filtered groups
     filtered_groups: int = 0  # dropped by dynamic filtering
     failed_groups: int = 0  # dropped because one of their rollouts died or its simulator failed
     dropped_rollouts: int = 0  # those rollouts
@@ -156,7 +157,7 @@ class RolloutBatch:
 class RolloutCollector:
     """Collects one iteration's groups on this rank (see the module docstring)."""
 
-    def __init__(self, pool: WorkerPool, policy: RolloutPolicy, sampler: PromptSampler, config: Any,
+    def __init__(self, pool: WorkerPool, policy: RolloutPolicy, sampler: PromptSampler, config: GrpoConfig,
                  groups_per_rank: int) -> None:
         self.pool = pool
         self.policy = policy
@@ -191,7 +192,7 @@ class RolloutCollector:
                 group = self._group(prompt, group_jobs, records, batch)
                 if group is None:
                     continue
-                batch.seen += group
+                batch.seen += [t.summary() for t in group]
                 if config.filter_groups and not keep_group([t.success for t in group], config.filter_low,
                                                            config.filter_high):
                     batch.filtered_groups += 1

@@ -352,10 +352,9 @@ class GrpoTrainer:
     def _record(self, number: int, lr: float, batch: RolloutBatch, stats: torch.Tensor, old_entropy: torch.Tensor,
                 times: dict[str, float]) -> dict[str, Any]:
         seen, kept = batch.seen, batch.trajectories
-        replans = [s for t in seen for s in t.steps]
         sums = torch.tensor([
             len(seen), sum(t.success for t in seen), sum(t.reward for t in seen), sum(t.format_rate for t in seen),
-            len(replans), sum(s.cot_tokens for s in replans), sum(s.cot_truncated for s in replans),
+            sum(t.replans for t in seen), sum(t.cot_tokens for t in seen), sum(t.cot_truncated for t in seen),
             sum(t.env_steps for t in seen), len(kept), sum(t.success for t in kept), batch.rounds,
             batch.filtered_groups, batch.failed_groups, batch.dropped_rollouts, batch.surplus_groups,
         ], dtype=torch.float64)

@@ -62,10 +62,27 @@ class Trajectory:
     def format_rate(self) -> float:
         return sum(s.well_formed for s in self.steps) / len(self.steps) if self.steps else 0.0
 
+    def summary(self) -> RolloutSummary:
+        return RolloutSummary(self.success, self.reward, self.format_rate, self.env_steps, len(self.steps),
+                              sum(s.cot_tokens for s in self.steps), sum(s.cot_truncated for s in self.steps))
+
     def sampling_logprobs(self) -> torch.Tensor:
         """(T,) the log-probs the rollout sampled with, in the flat token order."""
         parts = [np.concatenate([s.cot_logprobs, s.action_logprobs]) for s in self.steps]
         return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """What the metrics need of a rollout (a filtered group's trajectories are not kept, their images are big)."""
+
+    success: bool
+    reward: float
+    format_rate: float
+    env_steps: int
+    replans: int
+    cot_tokens: int  # thought tokens over all its replanning steps
+    cot_truncated: int  # its replanning steps whose CoT was closed by force
 
 
 @dataclass(frozen=True)
