@@ -239,7 +239,7 @@ class GrpoTrainer:
         factor = lr_factor(self.iteration, config.warmup_iterations, config.max_iterations, config.min_lr_ratio)
         for group, base in zip(self.engine.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
-        return self.base_lrs[0] * factor
+        return self.engine.optimizer.param_groups[0]["lr"]  # read back: what the optimizer steps with
 
     def _iteration(self) -> dict[str, Any]:
         number = self.iteration + 1  # iterations are counted from 1 in messages, records and checkpoints
