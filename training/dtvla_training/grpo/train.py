@@ -118,7 +118,7 @@ class GrpoTrainer:
         settings = WorkerSettings(suite=config.suite, max_steps=config.max_steps, protocol=config.protocol,
                                   video_dir=str(config.output_dir / "videos"),
                                   render_threads=max(1, (os.cpu_count() or 1) // config.env_workers))
-        self.pool = WorkerPool(settings, config.env_workers, self.policy, max_attempts=1)
+        self.pool = WorkerPool(settings, config.env_workers, self.policy, max_attempts=1, name="dtvla-train-grpo")
         self.collector = RolloutCollector(self.pool, self.policy, self.sampler, config,
                                           config.prompts_per_iteration // self.world_size)
 

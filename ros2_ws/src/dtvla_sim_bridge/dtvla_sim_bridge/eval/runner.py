@@ -164,12 +164,14 @@ class WorkerPool:
     """Spawned episode workers, the job queue and the batching loop.
 
     `max_attempts`: runs per job, the retries of errors included. Workers outlive a `run` call made with
-    `keep_workers=True` (their envs stay built for the next call); `close` stops them.
+    `keep_workers=True` (their envs stay built for the next call); `close` stops them. `name` prefixes messages and
+    the workers' process names.
     """
 
     def __init__(self, settings: WorkerSettings, workers: int, policy: Callable[[list[PolicyQuery]], list[PolicyReply]],
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, name: str = "dtvla-eval") -> None:
         self.settings = settings
+        self.name = name
         self.max_workers = workers
         self.policy = policy
         self.max_attempts = max_attempts
@@ -190,7 +192,7 @@ class WorkerPool:
     def _spawn(self) -> None:
         conn, child_conn = self.context.Pipe()
         process = self.context.Process(target=worker_main, args=(self.next_id, self.settings, child_conn),
-                                       name=f"dtvla-eval-worker-{self.next_id}", daemon=True)
+                                       name=f"{self.name}-worker-{self.next_id}", daemon=True)
         process.start()
         child_conn.close()  # only the child holds its end: a dead child then reads as EOF here
         self.workers[self.next_id] = _Worker(self.next_id, process, conn)
@@ -266,11 +268,11 @@ class WorkerPool:
             if worker.job is None:
                 self.startup_deaths += 1
                 if self.startup_deaths >= MAX_STARTUP_DEATHS:
-                    raise RuntimeError(f"{self.startup_deaths} eval workers died before running an episode "
+                    raise RuntimeError(f"{self.startup_deaths} {self.name} workers died before running an episode "
                                        f"(last exit code {code}); see the log above")
             else:
                 job = worker.job
-                print(f"dtvla-eval: worker {worker.worker_id} died (exit code {code}) during task {job.task} "
+                print(f"{self.name}: worker {worker.worker_id} died (exit code {code}) during task {job.task} "
                       f"init {job.init_state}; recorded as an error", file=sys.stderr)
                 settle({"suite": self.settings.suite, "task": job.task, "init_state": job.init_state,
                         "attempt": job.attempt, "worker": worker.worker_id, "status": "error", "success": False,
