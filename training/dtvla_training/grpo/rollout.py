@@ -205,7 +205,6 @@ class RolloutCollector:
                      len(batch.groups) - kept_before, len(prompts))
         batch.seconds = time.perf_counter() - start
         batch.policy_seconds = self.policy.seconds
-        self.policy.steps.clear()  # the kept trajectories hold their steps; partial ones of dead workers go
         return batch
 
     def _group(self, prompt: Prompt, jobs: list[Job], records: dict[int, dict[str, Any]],
@@ -216,6 +215,8 @@ class RolloutCollector:
         if failed:
             batch.failed_groups += 1
             batch.dropped_rollouts += len(failed)
+            for job in jobs:
+                self.policy.steps.pop(job.rollout, None)
             for job in failed:
                 error = records.get(job.rollout, {}).get("error", "no record")
                 log.warning("rollout of task %d init state %d failed, its group is dropped: %s", job.task,
