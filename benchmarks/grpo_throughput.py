@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from bench_report import emit, machine
 
 SUITE = "libero_spatial"
 WORKER_COUNTS = (1, 2)
@@ -108,16 +108,9 @@ def main() -> None:
                      "max_steps": args.max_steps, "camera_size": 256, "settle_steps": 10,
                      "max_cot_tokens": args.max_cot_tokens, "iterations": args.iterations, "repeats": args.repeats,
                      "checkpoint": "tiny (random init)"},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1m_before": round(load_before[0], 2),
-                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine(load_before),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key in ("trajectories_per_hour", "env_steps_per_s", "rollout_share", "speedup_2_vs_1"):
-            print(f"{key}: {result[key]}")
-    sys.stdout.flush()
+    emit(result, ("trajectories_per_hour", "env_steps_per_s", "rollout_share", "speedup_2_vs_1"), args.json)
 
 
 if __name__ == "__main__":
