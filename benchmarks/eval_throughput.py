@@ -16,16 +16,15 @@ Usage: python benchmarks/eval_throughput.py --json [--repeats 3] [--episodes-per
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_report import emit, machine
 
 from dtvla_sim_bridge.eval.config import EvalConfig
 from dtvla_sim_bridge.eval.runner import BatchPolicy, WorkerPool
@@ -51,9 +50,9 @@ def run_pool(config: EvalConfig, policy: BatchPolicy, videos: Path) -> dict[str,
     arrivals: list[tuple[float, dict[str, Any]]] = []
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    pool = WorkerPool(config, policy, videos)
+    pool = WorkerPool.for_eval(config, policy, videos)
     pool.run([Job(task, init, 1) for task, init in config.jobs],
-             lambda record: arrivals.append((time.perf_counter() - start, record)))
+             lambda record, job: arrivals.append((time.perf_counter() - start, record)))
     cores_used = (_cpu_seconds() - cpu_before) / (time.perf_counter() - start)
     first: dict[int, float] = {}
     for t, record in arrivals:
@@ -120,16 +119,9 @@ def main() -> None:
                      "max_steps": args.max_steps, "camera_size": configs[1].camera_size,
                      "settle_steps": configs[1].settle_steps, "max_cot_tokens": args.max_cot_tokens,
                      "repeats": args.repeats},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1m_before": round(load_before[0], 2),
-                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine(load_before),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key in ("steady_episodes_per_hour_1", "steady_episodes_per_hour_2", "speedup_2_vs_1"):
-            print(f"{key}: {result[key]}")
-    sys.stdout.flush()
+    emit(result, ("steady_episodes_per_hour_1", "steady_episodes_per_hour_2", "speedup_2_vs_1"), args.json)
 
 
 if __name__ == "__main__":

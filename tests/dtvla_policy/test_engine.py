@@ -159,6 +159,57 @@ def test_sample_mode_returns_log_probs_and_is_seeded(tiny_engine):
     np.testing.assert_array_equal(a.cot_logprobs, b.cot_logprobs)
 
 
+SCORE_CONFIGS = [DecodeConfig(max_cot_tokens=5, cot_temperature=0.7, action_temperature=1.6),
+                 DecodeConfig(max_cot_tokens=4, force_think_start=True, ban_extra_specials=True)]
+
+
+@pytest.mark.parametrize("config", SCORE_CONFIGS, ids=["upstream", "opt_in_flags"])
+def test_teacher_forced_scores_equal_the_sampling_log_probs(tiny_engine, config):
+    """GRPO's ratio sets `score` (one uncached pass, differentiable) against what `sample` recorded (KV cache, then
+    the cached action pass): same weights, same values, for the CoT and the actions of every row of a batch whose
+    prompts differ in length."""
+    observations = [Observation(camera_image(0), camera_image(1), TASK),
+                    Observation(camera_image(2), camera_image(3), "put the bowl on the stove")]
+    predictions = tiny_engine.predict_batch(observations, "sample", config, seeds=[5, 6])
+    with torch.no_grad():
+        scores = tiny_engine.score(observations, [p.cot_segment_ids for p in predictions],
+                                   [p.action_tokens for p in predictions], config, entropy=True)
+    for row, prediction in enumerate(predictions):
+        np.testing.assert_allclose(scores.cot_logprobs[row].numpy(), prediction.cot_logprobs, atol=1e-4)
+        np.testing.assert_allclose(scores.action_logprobs[row].numpy(), prediction.action_logprobs, atol=1e-4)
+        assert scores.cot_entropy[row].shape == scores.cot_logprobs[row].shape
+        assert torch.all(scores.cot_entropy[row] >= 0) and torch.all(scores.action_entropy[row] >= 0)
+    assert scores.action_entropy.shape == (2, 70)
+
+
+def test_scores_of_a_row_do_not_depend_on_its_batch(tiny_engine):
+    """Rows of different CoT lengths (left padding differs) score as they do alone."""
+    ids = tiny_engine.ids
+    observations = [Observation(camera_image(0), camera_image(1), TASK), Observation(camera_image(2), camera_image(3),
+                                                                                      "open the drawer")]
+    segments = [[ids.think_start, 300, 301, ids.think_end], [ids.think_start, 400, ids.think_end]]
+    actions = np.stack([ids.action_begin + np.arange(70), ids.action_end_id - np.arange(70)])
+    with torch.no_grad():
+        together = tiny_engine.score(observations, segments, actions)
+        for row in range(2):
+            alone = tiny_engine.score(observations[row : row + 1], segments[row : row + 1], actions[row : row + 1])
+            torch.testing.assert_close(together.cot_logprobs[row], alone.cot_logprobs[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(together.action_logprobs[row], alone.action_logprobs[0], atol=1e-5, rtol=0)
+    assert [len(lp) for lp in together.cot_logprobs] == [5, 4]  # the segment, then `<action>`
+
+
+def test_per_row_seeds_sample_the_same_alone_and_in_a_batch(tiny_engine):
+    config = DecodeConfig(max_cot_tokens=5)
+    first = Observation(camera_image(0), camera_image(1), TASK)
+    other = Observation(camera_image(4), camera_image(5), "open the drawer")
+    alone = tiny_engine.predict_batch([first], "sample", config, seeds=[11])[0]
+    batched = tiny_engine.predict_batch([other, first], "sample", config, seeds=[12, 11])[1]
+    assert alone.cot_segment_ids == batched.cot_segment_ids
+    np.testing.assert_array_equal(alone.action_tokens, batched.action_tokens)
+    with pytest.raises(ValueError, match="1 seeds for 2 observations"):
+        tiny_engine.predict_batch([other, first], "sample", config, seeds=[12])
+
+
 def test_random_mode_draws_upstreams_128_ids(tiny_engine):
     """128 ids uniform over [0, 220000), as upstream: reproduced from the same seeded generator."""
     prediction = tiny_engine.predict(camera_image(0), camera_image(1), TASK, "random", DecodeConfig(seed=1))

@@ -210,9 +210,9 @@ def test_dead_worker_is_recorded_and_retried_once(tiny_checkpoint: Path, tmp_pat
                 worker.process.kill()
         return [PolicyReply(np.tile([0.0] * 6 + [-1.0], (10, 1))) for _ in items]
 
-    pool = WorkerPool(config, policy, tmp_path / "videos")
+    pool = WorkerPool.for_eval(config, policy, tmp_path / "videos")
     records: list[dict] = []
-    pool.run([Job(0, 0, 1)], records.append)
+    pool.run([Job(0, 0, 1)], lambda record, job: records.append(record))
     assert [(r["status"], r["attempt"]) for r in records] == [("error", 1), ("ok", 2)]
     assert "died" in records[0]["error"] and records[1]["steps"] == MAX_STEPS
 

@@ -1,10 +1,11 @@
-"""SFT checkpoints: policy-loadable directories that also carry what an exact resume needs.
+"""Training checkpoints (SFT and GRPO): policy-loadable directories that also carry what an exact resume needs.
 
   <output_dir>/checkpoints/
     latest                      name of the newest complete checkpoint (written last, atomically)
     step_00010000/              loadable by `dtvla_policy.model.checkpoint.load_checkpoint` / `dtvla-infer`
       config.json, model.safetensors, tokenizer files, norm_stats.json (copied from the dataset)
-      trainer_state.json        step, data position, batch geometry, last metrics, replica fingerprints
+      trainer_state.json        step (GRPO: iteration), data position, batch geometry, last metrics, replica
+                                fingerprints
       train_config.yaml         the run's resolved config
       train_state/              DeepSpeed engine state (ZeRO shards: weights, optimizer, lr scheduler) and one
                                 rng_rank<R>.pt per rank; dropped from older checkpoints (`keep_train_states`)
@@ -211,8 +212,9 @@ def existing_checkpoints(output_dir: Path) -> list[Path]:
     return sorted((output_dir / CHECKPOINTS_DIR).glob("step_*"))
 
 
-def resolve_resume_dir(output_dir: Path, resume: str | Path) -> Path:
-    """`resume` is "latest" (the newest complete checkpoint of `output_dir`) or a `step_*` directory."""
+def resolve_resume_dir(output_dir: Path, resume: str | Path, keys: tuple[str, ...] = RESUME_KEYS) -> Path:
+    """`resume` is "latest" (the newest complete checkpoint of `output_dir`) or a `step_*` directory; its
+    trainer_state.json must hold `keys` (the trainer's resume keys)."""
     if str(resume) == LATEST_FILE:
         latest = output_dir / CHECKPOINTS_DIR / LATEST_FILE
         if not latest.is_file():
@@ -221,29 +223,29 @@ def resolve_resume_dir(output_dir: Path, resume: str | Path) -> Path:
     else:
         step_dir = Path(resume).expanduser().resolve()
     if not (step_dir / TRAINER_STATE_FILE).is_file():
-        raise FileNotFoundError(f"{step_dir} is not an SFT checkpoint (no {TRAINER_STATE_FILE})")
+        raise FileNotFoundError(f"{step_dir} is not a training checkpoint (no {TRAINER_STATE_FILE})")
     if not (step_dir / TRAIN_STATE_DIR).is_dir():
         raise FileNotFoundError(
             f"{step_dir} has no {TRAIN_STATE_DIR}/ (pruned by keep_train_states); resume from a newer checkpoint"
         )
-    read_trainer_state(step_dir)  # a damaged state file is refused now, not after the model is up
+    read_trainer_state(step_dir, keys)  # a damaged state file is refused now, not after the model is up
     return step_dir
 
 
-def read_trainer_state(step_dir: Path) -> dict[str, Any]:
-    """trainer_state.json of a checkpoint; ConfigError naming the file when it is not a whole state."""
+def read_trainer_state(step_dir: Path, keys: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
+    """trainer_state.json of a checkpoint; ConfigError naming the file when it lacks one of `keys`."""
     path = step_dir / TRAINER_STATE_FILE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path} cannot be read ({err}); resume from another step_* directory") from None
-    missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
     if missing:
         raise ConfigError(f"{path} lacks {missing}; resume from another step_* directory")
     return state
 
 
-def load_train_state(engine: Any, step_dir: Path) -> dict[str, Any]:
+def load_train_state(engine: Any, step_dir: Path, keys: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
     """Restore weights, optimizer and scheduler into `engine` and this rank's RNGs; returns trainer_state."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     load_path, _ = engine.load_checkpoint(
@@ -255,4 +257,4 @@ def load_train_state(engine: Any, step_dir: Path) -> dict[str, Any]:
     if not rng_file.is_file():
         raise FileNotFoundError(f"{rng_file} is missing; was the checkpoint written with fewer processes?")
     set_rng_state(torch.load(rng_file, weights_only=True))
-    return read_trainer_state(step_dir)
+    return read_trainer_state(step_dir, keys)

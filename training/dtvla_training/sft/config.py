@@ -4,6 +4,7 @@ Defaults are upstream's recipe (OpenBMB/DeepThinkVLA `scripts/finetune.sh`, `src
 `src/sft/sft_trainer.py`; digest in ../shared/reference/upstream.md section 4). Relative paths are resolved
 against the current directory, as every launcher starts ranks there. Unknown keys are refused with a
 "did you mean"; inputs that do not exist are refused by `check_inputs` before any process group or model exists.
+The loading functions take the config class, so the GRPO config (`dtvla_training.grpo.config`) loads the same way.
 """
 
 from __future__ import annotations
@@ -105,31 +106,40 @@ class SftConfig:
                 f"no norm stats at {self.norm_stats_path}; run `dtvla-norm-stats {self.dataset}` "
                 "or set 'norm_stats' in the config"
             )
-        if not self.deepspeed.is_file():
-            raise FileNotFoundError(f"DeepSpeed config {self.deepspeed} does not exist (config key 'deepspeed')")
-        if self.output_dir.exists() and not self.output_dir.is_dir():
-            raise ConfigError(f"output_dir {self.output_dir} is a file, not a directory; choose another output_dir")
-        existing = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"output_dir {self.output_dir} cannot be written ({existing} is not writable); "
-                              "choose another output_dir")
+        check_run_files(self.deepspeed, self.output_dir)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-ready values (paths as strings, betas as a list)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        return out
+        return plain_values(self)
 
 
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(SftConfig)]
+def check_run_files(deepspeed: Path, output_dir: Path) -> None:
+    """Refuse a missing DeepSpeed JSON, or an output directory that is a file or cannot be written."""
+    if not deepspeed.is_file():
+        raise FileNotFoundError(f"DeepSpeed config {deepspeed} does not exist (config key 'deepspeed')")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a directory; choose another output_dir")
+    existing = next(p for p in (output_dir, *output_dir.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {output_dir} cannot be written ({existing} is not writable); "
+                          "choose another output_dir")
 
 
-def from_dict(values: dict[str, Any], source: str = "config") -> SftConfig:
-    """Build a config from plain values (YAML types); unknown or missing keys raise `ConfigError`."""
-    known = field_names()
+def plain_values(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain YAML-ready values (paths as strings, tuples as lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def field_names(cls: type = SftConfig) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_dict(values: dict[str, Any], source: str = "config", cls: type = SftConfig) -> Any:
+    """Build a `cls` config from plain values (YAML types); unknown or missing keys raise `ConfigError`."""
+    known = field_names(cls)
     unknown = [key for key in values if key not in known]
     if unknown:
         hints = []
@@ -137,16 +147,16 @@ def from_dict(values: dict[str, Any], source: str = "config") -> SftConfig:
             close = difflib.get_close_matches(str(key), known, n=1)
             hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}; known keys: {', '.join(known)}")
-    required = [f.name for f in dataclasses.fields(SftConfig) if f.default is dataclasses.MISSING]
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
     missing = [key for key in required if values.get(key) is None]
     if missing:
         raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}")
-    hints = typing.get_type_hints(SftConfig)
-    return SftConfig(**{key: _coerce(key, value, hints[key], source) for key, value in values.items()})
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _coerce(key, value, hints[key], source) for key, value in values.items()})
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SftConfig:
-    """YAML mapping at `path`, then `overrides` (e.g. from the command line) on top."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, cls: type = SftConfig) -> Any:
+    """YAML mapping at `path`, then `overrides` (e.g. from the command line) on top, as a `cls` config."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -156,7 +166,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Sf
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
-    return from_dict({**values, **(overrides or {})}, source=str(path))
+    return from_dict({**values, **(overrides or {})}, source=str(path), cls=cls)
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
@@ -174,6 +184,10 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise fail("true or false")
         return value
+    if hint is str:
+        if not isinstance(value, str | int) or isinstance(value, bool):  # YAML reads `tasks: 3` as an integer
+            raise fail("a string")
+        return str(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail("an integer")

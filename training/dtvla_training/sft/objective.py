@@ -52,16 +52,10 @@ class SftObjective(nn.Module):
         if not bool(keep.any()):
             raise ValueError("batch has no labelled tokens")
         rows = out.last_hidden_state[:, :-1][keep]  # (N, hidden): rows that predict a labelled token
-        logits = self.lm_logits(rows).float()  # (N, vocab)
+        logits = self.vla.lm_logits(rows).float()  # (N, vocab)
         target = targets[keep]  # (N,)
         loss = F.cross_entropy(logits, target)
         return SftOutput(loss=loss, stats=self._stats(loss, logits, target))
-
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """LM head with Gemma's optional final-logit soft-capping, exactly as PaliGemma's forward applies it."""
-        logits = self.vla.lm_head(hidden)
-        cap = getattr(self.vla.config.get_text_config(), "final_logit_softcapping", None)
-        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     @torch.no_grad()
     def _stats(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,13 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(model: nn.Module, config: SftConfig) -> list[dict]:
-    """Up to six AdamW groups (three lrs x decay / no decay); each carries a "name" for logging."""
+def param_groups(model: nn.Module, config: SftConfig, exempt_norms_and_biases: bool = True) -> list[dict]:
+    """Up to six AdamW groups (three lrs x decay / no decay); each carries a "name" for logging.
+
+    `config` is any config with lr_llm, lr_vision, lr_projector and weight_decay (SFT's or GRPO's). Without
+    `exempt_norms_and_biases` every parameter is decayed (upstream's GRPO optimiser)."""
     lrs = {"llm": config.lr_llm, "vision": config.lr_vision, "projector": config.lr_projector}
-    exempt = no_decay_names(model)
+    exempt = no_decay_names(model) if exempt_norms_and_biases else set()
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -63,9 +66,9 @@ def param_groups(model: nn.Module, config: SftConfig) -> list[dict]:
     return groups
 
 
-def make_optimizer(model: nn.Module, config: SftConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, config: SftConfig, exempt_norms_and_biases: bool = True) -> torch.optim.AdamW:
     """Plain torch AdamW (no DeepSpeed fused/CPU Adam: those JIT-compile C++ ops)."""
-    return torch.optim.AdamW(param_groups(model, config), betas=config.betas, eps=config.eps)
+    return torch.optim.AdamW(param_groups(model, config, exempt_norms_and_biases), betas=config.betas, eps=config.eps)
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,37 +115,42 @@ def resolve_bf16(setting: bool | str, device: torch.device) -> bool:
 
 
 def deepspeed_config(config: SftConfig, world_size: int, bf16: bool) -> dict[str, Any]:
-    """The JSON at `config.deepspeed` with its "auto" (or absent) entries filled from `config`.
+    """The JSON at `config.deepspeed` with its "auto" (or absent) entries filled from `config`."""
+    return filled_deepspeed_json(config.deepspeed, config.micro_batch_size, config.grad_accum_steps, world_size,
+                                 config.grad_clip, bf16)
 
-    A concrete JSON value that contradicts the YAML is refused rather than silently preferred.
-    """
+
+def filled_deepspeed_json(path: Path, micro_batch_size: int, grad_accum_steps: int, world_size: int,
+                          grad_clip: float, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed JSON at `path` with its "auto" (or absent) entries filled from the run's YAML config (SFT or
+    GRPO). A concrete JSON value that contradicts the YAML is refused rather than silently preferred."""
     try:
-        ds = json.loads(config.deepspeed.read_text())
+        ds = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{config.deepspeed} is not valid JSON: {err}") from err
+        raise ConfigError(f"{path} is not valid JSON: {err}") from err
     for section in ("optimizer", "scheduler"):
         if section in ds:
             raise ConfigError(
-                f"{config.deepspeed} has a '{section}' section; the trainer builds its own (three parameter groups, "
-                "warmup-cosine): remove it and set the learning rates in the YAML config"
+                f"{path} has a '{section}' section; the trainer builds its own (AdamW parameter groups, cosine "
+                "schedule): remove it and set the learning rates in the YAML config"
             )
     wanted = {
-        "train_micro_batch_size_per_gpu": config.micro_batch_size,
-        "gradient_accumulation_steps": config.grad_accum_steps,
-        "train_batch_size": config.micro_batch_size * config.grad_accum_steps * world_size,
-        "gradient_clipping": config.grad_clip,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum_steps,
+        "train_batch_size": micro_batch_size * grad_accum_steps * world_size,
+        "gradient_clipping": grad_clip,
     }
     for key, value in wanted.items():
         current = ds.get(key, "auto")
         if current != "auto" and current != value:
-            raise ConfigError(f"{config.deepspeed}: {key} is {current} but the SFT config implies {value} (use auto)")
+            raise ConfigError(f"{path}: {key} is {current} but the YAML config implies {value} (use auto)")
         ds[key] = value
     for precision, enabled in (("bf16", bf16), ("fp16", False)):
         section = ds.setdefault(precision, {})
         current = section.get("enabled", "auto")
         if current != "auto" and current != enabled:
             raise ConfigError(
-                f"{config.deepspeed}: {precision}.enabled is {current} but the run uses {precision}={enabled} "
+                f"{path}: {precision}.enabled is {current} but the run uses {precision}={enabled} "
                 "(set bf16 in the YAML config; fp16 is not supported)"
             )
         section["enabled"] = enabled
@@ -280,9 +285,7 @@ class SftTrainer:
         a crash would; it puts the crash of the resume test at an exact step instead of racing the run.
         """
         config = self.config
-        sink = MetricsSink(config.output_dir, self.step) if self.rank == 0 else None
-        if self.rank == 0:
-            write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        sink = open_outputs(config, self.step) if self.rank == 0 else None
         records: list[dict[str, Any]] = []
         checkpoint = None
         stream = self._micro_batches()
@@ -378,6 +381,12 @@ class SftTrainer:
         return path
 
 
+def open_outputs(config: Any, position: int) -> MetricsSink:
+    """Rank 0's run outputs: config.yaml (the resolved config) and the metrics sink, continuing at `position`."""
+    write_text(config.output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return MetricsSink(config.output_dir, position)
+
+
 def load_norm_stats(path: Path) -> QuantileNormalizer:
     """The run's normaliser; ConfigError naming the file when it is not usable norm stats."""
     try:
@@ -398,45 +407,73 @@ def train(config: SftConfig, resume: str | Path | None = None, crash_after_step:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="dtvla-train-sft", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, type=Path, help="YAML config (see config/train/sft.yaml)")
+def trainer_parser(prog: str, description: str, example_yaml: str, crash_unit: str) -> argparse.ArgumentParser:
+    """The options both trainers share: --config, --resume, the launchers' --local_rank, --log-level and the
+    resume tests' --crash-after-<unit>."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, type=Path, help=f"YAML config (see {example_yaml})")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="STEP_DIR",
                         help="continue the run in output_dir from its latest checkpoint, or from STEP_DIR")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--crash-after-step", type=int, default=None, metavar="N",
-                        help="for resume tests: SIGKILL this process right after step N, as a crash would")
+    parser.add_argument(f"--crash-after-{crash_unit}", dest="crash_after", type=int, default=None, metavar="N",
+                        help=f"for resume tests: SIGKILL this process right after {crash_unit} N, as a crash would")
+    return parser
+
+
+def parse_overrides(parser: argparse.ArgumentParser, argv: list[str] | None, names: list[str]
+                    ) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Add one flag per config key to `parser` and parse; returns the arguments and the overrides given."""
     overrides = parser.add_argument_group("config overrides (YAML syntax: 1e-5, true, [0.9, 0.95], null)")
-    for name in field_names():
+    for name in names:
         overrides.add_argument(f"--{name.replace('_', '-')}", dest=f"override_{name}", metavar="VALUE")
     args = parser.parse_args(argv)
-    values = {name: yaml.safe_load(getattr(args, f"override_{name}")) for name in field_names()
+    values = {name: yaml.safe_load(getattr(args, f"override_{name}")) for name in names
               if getattr(args, f"override_{name}") is not None}
     return args, values
 
 
-def main(argv: list[str] | None = None) -> None:
-    args, overrides = parse_args(argv)
+def setup_process(args: argparse.Namespace) -> None:
+    """Environment and logging of a trainer process, before any DeepSpeed work."""
     if args.local_rank is not None:  # the deepspeed launcher passes it as a flag as well as in the environment
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("DeepSpeed").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     transformers.utils.logging.disable_progress_bar()  # the trainer's own bar is the one to watch
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    parser = trainer_parser("dtvla-train-sft", __doc__.splitlines()[0], "config/train/sft.yaml", "step")
+    return parse_overrides(parser, argv, field_names())
+
+
+def run_cli(prog: str, run: Callable[[], str], stopped: tuple[type[Exception], ...] = (NonFiniteLossError,)) -> None:
+    """A trainer CLI's body: `run()` trains and returns the line rank 0 prints at the end. Exit 2 with one line for
+    input refused before training, 1 for a run that stopped (`stopped`); the process group goes either way."""
     try:
-        config = load_config(args.config, overrides)
-        result = train(config, resume=args.resume, crash_after_step=args.crash_after_step)
+        done = run()
     except (ConfigError, FileNotFoundError) as err:  # refused before training started
-        print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except NonFiniteLossError as err:
-        print(f"dtvla-train-sft: error: {err}", file=sys.stderr)
+    except stopped as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"finished step {result.step}; last checkpoint {result.checkpoint}")
+        print(done)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
+    setup_process(args)
+
+    def run() -> str:
+        result = train(load_config(args.config, overrides), resume=args.resume, crash_after_step=args.crash_after)
+        return f"finished step {result.step}; last checkpoint {result.checkpoint}"
+
+    run_cli("dtvla-train-sft", run)
 
 
 if __name__ == "__main__":

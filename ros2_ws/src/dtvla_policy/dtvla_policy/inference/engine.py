@@ -8,7 +8,8 @@ Modes (`Mode`):
   ar_actions  the 70 action tokens decoded one by one, causally (pi0-FAST-style latency baseline; the released
               weights were not trained for it);
   sample      CoT sampled at `cot_temperature`, actions at `action_temperature` over the 2048 action ids, with
-              per-token log-probs (what GRPO rollouts need).
+              per-token log-probs (what GRPO rollouts need); `score` recomputes those log-probs teacher-forced,
+              differentiably (what the GRPO loss needs).
 
 CoT decoding follows upstream's `predict_cot_action` by default (`DecodeConfig`): the prefill is the prefix alone
 (ending in ';' '\n'), so the model writes `<think>` itself; only the action ids and `<eos>` are banned. The opt-in
@@ -42,7 +43,7 @@ from dtvla_policy.model.conventions import (
 )
 from dtvla_policy.model.hybrid_mask import Segment
 from dtvla_policy.model.image_preprocessing import check_image, to_pixel_values
-from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids, prefix_ids
+from dtvla_policy.model.sequence import ACTION_BLOCK_LEN, action_block_ids, prefix_ids, segments_for
 from dtvla_policy.protocol import DecodeConfig, Mode
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,22 @@ class Prediction:
 
 
 @dataclass
+class TokenScores:
+    """Teacher-forced log-probs (and optionally entropies) of the tokens sampled predictions fed (`score`).
+
+    cot_logprobs[b]: (len(cot_segment_ids[b]) + 1,) float32, the segment's tokens then `<action>`, as a sample-mode
+    `Prediction.cot_logprobs`; action_logprobs: (B, 70) float32, as `Prediction.action_logprobs`. Both carry the
+    graph when computed with grad enabled. The entropies (same shapes, detached) are those of the distributions
+    the tokens were drawn from (bans applied, at the temperatures); None unless asked for.
+    """
+
+    cot_logprobs: list[torch.Tensor]
+    action_logprobs: torch.Tensor
+    cot_entropy: list[torch.Tensor] | None = None
+    action_entropy: torch.Tensor | None = None
+
+
+@dataclass
 class _Batch:
     """Prepared inputs: image features and left-padded prefix ids with their segments."""
 
@@ -151,28 +168,32 @@ class PolicyEngine:
 
     @torch.inference_mode()
     def predict_batch(
-        self, observations: Sequence[Observation], mode: str | Mode = Mode.FULL, decode: DecodeConfig | None = None
+        self, observations: Sequence[Observation], mode: str | Mode = Mode.FULL, decode: DecodeConfig | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Prediction]:
-        """Predict one chunk per observation; samples are left-padded and run as one batch."""
+        """Predict one chunk per observation; samples are left-padded and run as one batch.
+
+        `seeds` (sample and random modes): one per observation, overriding `decode.seed`. Each row then draws from
+        its own generator, so what it samples does not depend on the other rows of its batch (GRPO rollouts batch
+        whichever workers are waiting, and a resumed run must sample the same tokens).
+        """
         mode = Mode.parse(mode)
         config = decode or self.decode_config
         if not observations:
             raise ValueError("predict_batch needs at least one observation")
+        if seeds is not None and len(seeds) != len(observations):
+            raise ValueError(f"{len(seeds)} seeds for {len(observations)} observations; give one per observation")
         start = time.perf_counter()
         prefixes = [self.prefix(obs.task) for obs in observations]  # refuse a bad task before any model work
         self.check_positions(max(len(p) for p in prefixes), mode, config)
         batch = self.prepare(observations, prefixes)
-        generator = torch.Generator(device="cpu")
-        if config.seed is not None:
-            generator.manual_seed(config.seed)
-        else:
-            generator.seed()
+        generators = _generators(config.seed, seeds, len(observations))
         if mode in (Mode.FULL, Mode.SAMPLE):
-            outputs = self._cot_then_actions(batch, config, sample=mode is Mode.SAMPLE, generator=generator)
+            outputs = self._cot_then_actions(batch, config, sample=mode is Mode.SAMPLE, generators=generators)
         elif mode is Mode.AR_ACTIONS:
             outputs = self._autoregressive_actions(batch)
         else:
-            outputs = self.one_pass_actions(batch, [self._fixed_cot(mode, generator) for _ in observations])
+            outputs = self.one_pass_actions(batch, [self._fixed_cot(mode, g) for g in generators])
         predictions = self._finish(outputs, mode, batch.timings)
         total_ms = (time.perf_counter() - start) * 1e3
         for p in predictions:
@@ -280,7 +301,8 @@ class PolicyEngine:
         return ban
 
     def generate_cot(
-        self, batch: _Batch, config: DecodeConfig, sample: bool = False, generator: torch.Generator | None = None
+        self, batch: _Batch, config: DecodeConfig, sample: bool = False,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> dict:
         """Prefill the prefix with a KV cache and decode the CoT segment until `</think><action>` or the cap.
 
@@ -293,6 +315,7 @@ class PolicyEngine:
 
         Returns the cache, the segments of everything in it, per-sample CoT segments (`<think>` ... `</think>`,
         as fed), truncation flags and, when sampling, the log-probs of each segment token then `<action>`.
+        `generators`: one per row when sampling (rows may share one; see `_draw`).
         """
         t0 = time.perf_counter()
         n = len(batch.prefixes)
@@ -321,7 +344,7 @@ class PolicyEngine:
             logits = self._cot_logits(logits, written, bans)
             if sample:
                 log_p = torch.log_softmax(logits / config.cot_temperature, dim=-1)
-                chosen = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0].tolist()
+                chosen = _draw(log_p.exp(), generators, [not d for d in done]).tolist()
             else:
                 chosen = logits.argmax(-1).cpu().tolist()
             for row, token in enumerate(chosen):
@@ -356,6 +379,65 @@ class PolicyEngine:
         return {"cache": cache, "segments": segs, "cot_segments": written, "truncated": truncated,
                 "cot_logprobs": logprobs}
 
+    def score(
+        self, observations: Sequence[Observation], cot_segments: Sequence[Sequence[int]],
+        action_tokens: Sequence[Sequence[int]] | np.ndarray | torch.Tensor, decode: DecodeConfig | None = None,
+        entropy: bool = False,
+    ) -> TokenScores:
+        """Teacher-forced log-probs of what `sample` predictions fed, under the same distributions (bans, both
+        temperatures of `decode`): each CoT segment then `<action>`, and the 70 action tokens.
+
+        One uncached forward per row over the training layout, [prefix, segment, `<action>` a1..a70 `</action>`
+        `<eos>`] with the hybrid mask (upstream's `forward(cot_length=...)` recompute): the CoT rows are causal and
+        see nothing of the action block, and the action ids are zero-embedded, so the values equal the cached
+        sampling passes' up to float rounding (tested). Images are encoded inside, so with grad enabled the result
+        differentiates through the whole model, vision tower included (what a policy-gradient step needs).
+        """
+        config = decode or self.decode_config
+        n = len(observations)
+        if not len(cot_segments) == len(action_tokens) == n:
+            raise ValueError(f"{n} observations, {len(cot_segments)} CoT segments and {len(action_tokens)} action "
+                             "token rows: give one of each per observation")
+        actions = torch.as_tensor(np.asarray(action_tokens, dtype=np.int64), device=self.device)
+        if actions.shape != (n, ACTION_TOKENS):
+            raise ValueError(f"action tokens must be ({n}, {ACTION_TOKENS}), got {tuple(actions.shape)}")
+        prefixes = [self.prefix(obs.task) for obs in observations]
+        batch = self.prepare(observations, prefixes)
+        sequences, segments = [], []
+        for prefix, body, row in zip(prefixes, cot_segments, actions.tolist(), strict=True):
+            sequences.append(prefix + list(body) + action_block_ids(self.ids, row))
+            segments.append(segments_for(len(prefix), len(body), ACTION_BLOCK_LEN))
+        ids, segs = self._left_pad(sequences, segments)
+        hidden = self.model.hybrid_forward(ids, segs, batch.image_features, compute_logits=False).last_hidden_state
+        # Action rows `<action>`, a1..a69 predict a1..a70; every row ends with the action block (left padding).
+        action_log_p = torch.log_softmax(
+            self._action_logits(hidden[:, -ACTION_BLOCK_LEN:][:, :ACTION_TOKENS]).float() / config.action_temperature,
+            dim=-1,
+        )
+        action_lp = action_log_p.gather(-1, (actions - self.ids.action_begin)[..., None])[..., 0]
+        # CoT rows: from the prefix's last row (it predicts the segment's first token) to the segment's last row
+        # (it predicts `<action>`).
+        rows, targets, think_written = [], [], []
+        width = ids.shape[1]
+        for b, body in enumerate(cot_segments):
+            fed = [*body, self.ids.action_start]
+            first = width - ACTION_BLOCK_LEN - len(body) - 1
+            rows.append(hidden[b, first : first + len(fed)])
+            targets += fed
+            think_written += [self.ids.think_start in fed[:j] for j in range(len(fed))]
+        bans = torch.stack([self.cot_ban(config, False), self.cot_ban(config, True)])
+        logits = self.model.lm_logits(torch.cat(rows)).float()
+        think = torch.tensor(think_written, device=self.device).long()
+        cot_log_p = torch.log_softmax(logits.masked_fill(bans[think], float("-inf")) / config.cot_temperature, dim=-1)
+        target_ids = torch.tensor(targets, device=self.device)[:, None]
+        lengths = [len(body) + 1 for body in cot_segments]
+        scores = TokenScores(list(cot_log_p.gather(-1, target_ids)[:, 0].split(lengths)), action_lp)
+        if entropy:
+            with torch.no_grad():
+                scores.cot_entropy = list(torch.special.entr(cot_log_p.exp()).sum(-1).split(lengths))
+                scores.action_entropy = torch.special.entr(action_log_p.exp()).sum(-1)
+        return scores
+
     def _cot_logits(self, logits: torch.Tensor, written: list[list[int]], bans: torch.Tensor) -> torch.Tensor:
         """(B, vocab) next-token logits -> float32 with banned ids at -inf (HF `generate` also works in fp32).
 
@@ -380,15 +462,15 @@ class PolicyEngine:
         return {"action_logits": logits, "action_ms": (time.perf_counter() - t0) * 1e3}
 
     def _cot_then_actions(
-        self, batch: _Batch, config: DecodeConfig, sample: bool, generator: torch.Generator
+        self, batch: _Batch, config: DecodeConfig, sample: bool, generators: list[torch.Generator]
     ) -> dict:
-        cot = self.generate_cot(batch, config, sample=sample, generator=generator)
+        cot = self.generate_cot(batch, config, sample=sample, generators=generators)
         action = self.cached_action_pass(cot)
         batch.timings["action_ms"] = action["action_ms"]
         logits = action["action_logits"]
         outputs = {"cot_segments": cot["cot_segments"], "truncated": cot["truncated"], "action_logits": logits}
         if sample:
-            tokens, action_logprobs = self._sample_actions(logits, config.action_temperature, generator)
+            tokens, action_logprobs = self._sample_actions(logits, config.action_temperature, generators)
             outputs.update(action_tokens=tokens, action_logprobs=action_logprobs, cot_logprobs=cot["cot_logprobs"])
         else:
             outputs["action_tokens"] = self._pick_actions(logits)
@@ -433,11 +515,10 @@ class PolicyEngine:
         return logits.argmax(-1) + self.ids.action_begin
 
     def _sample_actions(
-        self, logits: torch.Tensor, temperature: float, generator: torch.Generator
+        self, logits: torch.Tensor, temperature: float, generators: list[torch.Generator]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_p = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, 70, 2048)
-        flat = log_p.reshape(-1, log_p.shape[-1])
-        index = torch.multinomial(flat.exp().cpu(), 1, generator=generator).reshape(log_p.shape[:-1])
+        index = _draw(log_p.exp(), generators)
         chosen = log_p.gather(-1, index.to(log_p.device)[..., None])[..., 0]
         return index.to(logits.device) + self.ids.action_begin, chosen
 
@@ -483,3 +564,35 @@ class PolicyEngine:
         """CoT ids -> text for humans: tags and specials dropped by id (robust to tokenizers not marking them)."""
         kept = [t for t in token_ids if t not in self._hidden_in_text]
         return self.ckpt.tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def _generators(seed: int | None, seeds: Sequence[int] | None, n: int) -> list[torch.Generator]:
+    """One generator per row: its own when `seeds` are given, else one shared, seeded with `seed` (None: fresh)."""
+    if seeds is not None:
+        return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    shared = torch.Generator(device="cpu")
+    if seed is not None:
+        shared.manual_seed(seed)
+    else:
+        shared.seed()
+    return [shared] * n
+
+
+def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator], active: Sequence[bool] | None = None
+          ) -> torch.Tensor:
+    """(B, ..., V) probabilities -> (B, ...) sampled indices on the CPU.
+
+    Rows sharing one generator are drawn in one call, every row included. With a generator per row, each row draws
+    from its own, and only `active` rows draw (the others get -1): a row's draws then depend on nothing but its own
+    tokens, whatever the batch around it.
+    """
+    probs = probs.cpu()
+    if all(g is generators[0] for g in generators):
+        flat = probs.reshape(-1, probs.shape[-1])
+        return torch.multinomial(flat, 1, generator=generators[0]).reshape(probs.shape[:-1])
+    index = torch.full(probs.shape[:-1], -1, dtype=torch.long)
+    for row, generator in enumerate(generators):
+        if active is None or active[row]:
+            flat = probs[row].reshape(-1, probs.shape[-1])
+            index[row] = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[1:-1])
+    return index

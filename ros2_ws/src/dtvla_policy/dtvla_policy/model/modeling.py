@@ -106,6 +106,11 @@ class DeepThinkVLA(PaliGemmaForConditionalGeneration):
             logits_to_keep=logits_to_keep,
         )
 
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (..., vocab): the LM head with Gemma's optional final-logit soft-capping, exactly as
+        PaliGemma's forward applies it, for only the rows a caller needs (training projects no image rows)."""
+        return self._soft_cap(self.lm_head(hidden))
+
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, N, hidden) -> (B, N, 2048) logits over the action sub-vocabulary only.
 
@@ -113,6 +118,8 @@ class DeepThinkVLA(PaliGemmaForConditionalGeneration):
         """
         ids = self.token_ids
         weight = self.lm_head.weight[ids.action_begin : ids.action_end_id + 1]
-        logits = hidden @ weight.T
+        return self._soft_cap(hidden @ weight.T)
+
+    def _soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
         cap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
         return logits if cap is None else torch.tanh(logits / cap) * cap

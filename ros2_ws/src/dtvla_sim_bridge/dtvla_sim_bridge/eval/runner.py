@@ -5,7 +5,8 @@ observations of all workers that wait for a chunk and answers them with one `pre
 (`eval.baselines`) answers the same batched queries instead. Workers that
 step in parallel fall into lockstep, so batches are full most of the time and the policy mostly computes while
 the workers wait for it rather than while they render. A worker that dies has its episode recorded as an error
-and retried once by a fresh worker; the evaluation goes on.
+and retried once by a fresh worker; the evaluation goes on. GRPO rollouts (`dtvla_training.grpo.rollout`) run
+on the same `WorkerPool`, with their own chunk source, no retries and workers kept between calls.
 """
 
 from __future__ import annotations
@@ -156,28 +157,42 @@ class _Worker:
     task: int | None = None
 
 
-class WorkerPool:
-    """Spawned episode workers, the job queue and the batching loop."""
+OnRecord = Callable[[dict[str, Any], Job], None]  # an attempt's record, and the job it ran
 
-    def __init__(self, config: EvalConfig, policy: Callable[[list[PolicyQuery]], list[PolicyReply]],
-                 videos: Path) -> None:
-        self.config = config
+
+class WorkerPool:
+    """Spawned episode workers, the job queue and the batching loop.
+
+    `max_attempts`: runs per job, the retries of errors included. Workers outlive a `run` call made with
+    `keep_workers=True` (their envs stay built for the next call); `close` stops them. `name` prefixes messages and
+    the workers' process names.
+    """
+
+    def __init__(self, settings: WorkerSettings, workers: int, policy: Callable[[list[PolicyQuery]], list[PolicyReply]],
+                 max_attempts: int = MAX_ATTEMPTS, name: str = "dtvla-eval") -> None:
+        self.settings = settings
+        self.name = name
+        self.max_workers = workers
         self.policy = policy
+        self.max_attempts = max_attempts
         self.context = mp.get_context("spawn")  # fork would copy torch threads and GL state into the children
-        self.settings = WorkerSettings(
-            suite=config.suite, max_steps=config.max_steps, protocol=config.protocol, video_dir=str(videos),
-            render_threads=config.render_threads,
-        )
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
         self.startup_deaths = 0
         self.waiting: dict[int, PolicyQuery] = {}
         self.waiting_since = 0.0
 
+    @classmethod
+    def for_eval(cls, config: EvalConfig, policy: Callable[[list[PolicyQuery]], list[PolicyReply]],
+                 videos: Path) -> WorkerPool:
+        settings = WorkerSettings(suite=config.suite, max_steps=config.max_steps, protocol=config.protocol,
+                                  video_dir=str(videos), render_threads=config.render_threads)
+        return cls(settings, config.workers, policy)
+
     def _spawn(self) -> None:
         conn, child_conn = self.context.Pipe()
         process = self.context.Process(target=worker_main, args=(self.next_id, self.settings, child_conn),
-                                       name=f"dtvla-eval-worker-{self.next_id}", daemon=True)
+                                       name=f"{self.name}-worker-{self.next_id}", daemon=True)
         process.start()
         child_conn.close()  # only the child holds its end: a dead child then reads as EOF here
         self.workers[self.next_id] = _Worker(self.next_id, process, conn)
@@ -188,29 +203,34 @@ class WorkerPool:
         with contextlib.suppress(OSError):
             worker.conn.send(message)
 
-    def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> None:
-        """Run every job (plus one retry of each that errors), handing each record to `on_record` as it ends."""
+    def run(self, jobs: list[Job], on_record: OnRecord, keep_workers: bool = False) -> None:
+        """Run every job (and the retries of those that error, up to `max_attempts` runs), handing each record and
+        its job to `on_record` as it ends. With `keep_workers` the workers wait for the next call unless this one
+        failed."""
         todo = deque(jobs)
         unsettled = len(jobs)
-        for _ in range(min(self.config.workers, len(jobs))):
+        for _ in range(min(self.max_workers, len(jobs)) - len(self.workers)):
             self._spawn()
 
         def settle(record: dict[str, Any], job: Job) -> None:
             nonlocal unsettled
-            on_record(record)
-            if record["status"] == "error" and job.attempt < MAX_ATTEMPTS:
+            on_record(record, job)
+            if record["status"] == "error" and job.attempt < self.max_attempts:
                 todo.append(replace(job, attempt=job.attempt + 1))
             else:
                 unsettled -= 1
 
+        finished = False
         try:
             while unsettled:
                 self._receive(settle)
                 self._bury_dead(settle, todo)
                 self._assign(todo)
                 self._answer()
+            finished = True
         finally:
-            self._stop()
+            if not (finished and keep_workers):
+                self.close()
 
     def _receive(self, settle: Callable[[dict[str, Any], Job], None]) -> None:
         by_conn = {w.conn: w for w in self.workers.values()}
@@ -248,13 +268,13 @@ class WorkerPool:
             if worker.job is None:
                 self.startup_deaths += 1
                 if self.startup_deaths >= MAX_STARTUP_DEATHS:
-                    raise RuntimeError(f"{self.startup_deaths} eval workers died before running an episode "
+                    raise RuntimeError(f"{self.startup_deaths} {self.name} workers died before running an episode "
                                        f"(last exit code {code}); see the log above")
             else:
                 job = worker.job
-                print(f"dtvla-eval: worker {worker.worker_id} died (exit code {code}) during task {job.task} "
+                print(f"{self.name}: worker {worker.worker_id} died (exit code {code}) during task {job.task} "
                       f"init {job.init_state}; recorded as an error", file=sys.stderr)
-                settle({"suite": self.config.suite, "task": job.task, "init_state": job.init_state,
+                settle({"suite": self.settings.suite, "task": job.task, "init_state": job.init_state,
                         "attempt": job.attempt, "worker": worker.worker_id, "status": "error", "success": False,
                         "steps": 0, "chunks": 0, "cots": [], "policy_latency_ms": [], "video": None,
                         "error": f"worker process died with exit code {code}",
@@ -285,7 +305,8 @@ class WorkerPool:
             self.workers[worker_id].state = "busy"
             self._send(self.workers[worker_id], reply)
 
-    def _stop(self) -> None:
+    def close(self) -> None:
+        """Stop every worker: idle ones are asked to exit, busy ones (an unrecorded episode) terminated."""
         for worker in self.workers.values():
             if worker.job is not None:  # interrupted mid-episode: unrecorded, so it runs again on resume
                 worker.process.terminate()
@@ -374,7 +395,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
         decode, described = episodes.decode, {"kind": PolicyKind.MODEL.value}
     else:
         policy = in_process_policy(config)
-        run_jobs = WorkerPool(config, policy, paths.videos).run
+        run_jobs = WorkerPool.for_eval(config, policy, paths.videos).run
         decode, described = policy.decode, policy.describe()
     _write_manifest(config, paths, previous, hashes, decode, described)
     records = read_records(paths.episodes)
@@ -388,7 +409,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
               f"settled in {paths.episodes}", file=sys.stderr)
     with EpisodeLog(paths.episodes) as log, tqdm(total=len(jobs), unit="episode", desc=config.suite,
                                                  file=sys.stderr, disable=not progress) as bar:
-        def on_record(record: dict[str, Any]) -> None:
+        def on_record(record: dict[str, Any], job: Job | None = None) -> None:
             log.append(record | {"max_cot_tokens": decode["max_cot_tokens"] if decode else None})  # its CoT cap
             if record["status"] == "ok" or record["attempt"] >= MAX_ATTEMPTS:  # settled: errors count as failures
                 bar.update(1)

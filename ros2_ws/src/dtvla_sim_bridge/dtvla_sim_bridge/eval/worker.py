@@ -41,6 +41,7 @@ class Job:
     init_state: int
     attempt: int  # 1, or 2 for the one retry after an error
     video: bool = False
+    rollout: int = 0  # GRPO: the rollout's number in its iteration (a group runs one init state several times)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class PolicyQuery:
     instruction: str  # the task's language, as LIBERO gives it
     task: int  # LIBERO task id in the suite
     step: int  # policy steps since the reset (settle steps excluded): the step the chunk starts at
+    job: Job | None = None  # the episode asking (None outside a worker pool)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def run_episode(loop: EpisodeLoop, job: Job, ask: AskPolicy) -> tuple[dict[str, 
 
     def ask_chunk(frame: Frame, instruction: str) -> np.ndarray:
         reply = ask(PolicyQuery(np.asarray(frame.agentview), np.asarray(frame.wrist), instruction, job.task,
-                                frame.step))
+                                frame.step, job))
         if reply.error or reply.actions is None:
             raise RuntimeError(f"policy failed: {reply.error}")
         trace.add(reply)
