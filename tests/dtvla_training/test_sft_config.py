@@ -44,7 +44,8 @@ def test_demo_config_departs_from_upstream_only_where_it_says():
     demo, upstream = load_config(DEMO_YAML), load_config(SFT_YAML)
     assert demo.lr_llm == demo.lr_vision == demo.lr_projector == 10 * demo.min_lr  # one rate: random-init groups
     assert (demo.bf16, demo.grad_accum_steps, demo.micro_batch_size) == (False, 1, upstream.micro_batch_size)
-    same = ("augment", "betas", "eps", "weight_decay", "grad_clip", "seed", "reasoning_dropout", "deepspeed")
+    assert (demo.augment, upstream.augment) == (False, True)  # off for a random-init model: see demo.yaml
+    same = ("betas", "eps", "weight_decay", "grad_clip", "seed", "reasoning_dropout", "deepspeed")
     assert {k: getattr(demo, k) for k in same} == {k: getattr(upstream, k) for k in same}
 
 
