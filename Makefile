@@ -18,7 +18,11 @@ PIP := $(VPY) -m pip
 PIP_FLAGS := --progress-bar off -c requirements/constraints.txt
 RUN := . $(VENV)/bin/activate && . scripts/ros_env.sh &&
 PYTEST_ARGS ?=
-SIM_ARGS ?=
+# `make sim` with no SIM_ARGS runs the committed demo policy (if there is one) on a libero_spatial task and held-out
+# init state where blind replay of a demonstration fails (docs/training.md "The committed demo checkpoint").
+DEMO_CHECKPOINT := assets/demo_checkpoint
+DEMO_SIM_ARGS := --checkpoint $(DEMO_CHECKPOINT) --suite libero_spatial --task-id 0 --init-state 40
+SIM_ARGS ?= $(if $(wildcard $(DEMO_CHECKPOINT)/config.json),$(DEMO_SIM_ARGS))
 DATASET_DIR ?= out/synthetic-dataset
 DEMO_DIR ?= runs/demo
 
@@ -65,6 +69,7 @@ $(PKG_STAMP): $(SETUP_STAMP) $(PKG_MANIFEST)
 	touch $@
 
 sim: setup ## run one LIBERO episode: policy node + sim bridge over ROS 2 (SIM_ARGS="--checkpoint DIR ...")
+	@$(if $(SIM_ARGS),,echo "No $(DEMO_CHECKPOINT) here: \`make demo-checkpoint\` builds a trained demo policy (hours)." >&2)
 	$(RUN) dtvla-sim $(SIM_ARGS)
 
 dataset: setup ## write a tiny synthetic CoT dataset (LeRobot v2.1 layout) to $(DATASET_DIR)

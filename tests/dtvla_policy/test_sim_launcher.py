@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dtvla_policy.protocol import NODE_MODES, UPSTREAM_EPISODE
-from dtvla_policy.ros.sim_launcher import build_parser
+from dtvla_policy.ros.sim_launcher import DEMO_EVAL_FILE, build_parser, demo_banner
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 SIM_YAML = Path(__file__).resolve().parents[2] / "config" / "sim.yaml"  # the shipped parameter file
@@ -100,3 +101,15 @@ def test_a_policy_that_dies_stops_the_bridge_and_fails_the_run(tmp_path):
     log = (tmp_path / "logs" / "policy.log").read_text()
     problems = [line for line in log.splitlines() if "FATAL" in line or "ERROR" in line or "Traceback" in line]
     assert len(problems) == 1 and "does not exist" in problems[0], log
+
+
+def test_a_demo_checkpoint_is_announced_with_its_results_and_others_are_not(tmp_path):
+    assert demo_banner(tmp_path) is None  # no demo_eval.json: an ordinary checkpoint, nothing to announce
+    runs = {"full-fixed": {"successes": 7, "planned": 10, "wilson95": [0.397, 0.892]},
+            "replay-fixed": {"successes": 5, "planned": 10, "wilson95": [0.237, 0.763]}}
+    (tmp_path / DEMO_EVAL_FILE).write_text(json.dumps({"runs": runs, "tasks": []}))
+    banner = demo_banner(tmp_path)
+    assert "DEMO policy" in banner and "not" in banner and "2.9B" in banner
+    assert re.search(r"full-fixed\s+7/10 .*40-89%", banner) and re.search(r"replay-fixed\s+5/10 .*24-76%", banner)
+    (tmp_path / DEMO_EVAL_FILE).write_text("{")
+    assert "unreadable" in demo_banner(tmp_path)  # announced as a demo still, without numbers
