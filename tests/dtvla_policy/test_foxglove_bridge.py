@@ -16,12 +16,16 @@ import numpy as np
 import pytest
 import websocket
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.time import Time
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dtvla_policy import live_view
 from dtvla_policy.model.conventions import COMMAND_NAMES
 from dtvla_policy.ros import contract
+from dtvla_policy.ros.image_conversion import numpy_to_image
+from tests.fixtures.checkpoints import camera_image
 from tests.fixtures.ros import probe_node, start_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,13 +118,13 @@ class FoxgloveClient:
         self.ws.send(json.dumps({"op": "subscribe", "subscriptions": [
             {"id": i, "channelId": self.channels[topic]["id"]} for i, topic in self.subscriptions.items()]}))
 
-    def next_message(self, timeout: float) -> tuple[str, dict] | None:
-        """(topic, JSON payload) of the next message on a subscribed channel within `timeout` seconds, or None."""
+    def next_message(self, timeout: float) -> tuple[str, bytes] | None:
+        """(topic, payload) of the next message on a subscribed channel within `timeout` seconds, or None."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             received = self._receive(left)
             if received:
-                return received[0], json.loads(received[1])
+                return received
         return None
 
 
@@ -131,14 +135,16 @@ def test_cot_chunk_and_status_published_over_dds_reach_a_foxglove_websocket_clie
     try:
         port = bridge.port()
         client = FoxgloveClient(port)
-        client.subscribe(live_view.CHAIN_OF_THOUGHT, live_view.ACTION_CHUNK, live_view.POLICY_STATUS)
+        client.subscribe(live_view.CHAIN_OF_THOUGHT, live_view.ACTION_CHUNK, live_view.POLICY_STATUS,
+                         live_view.AGENTVIEW)
         assert client.channels[live_view.AGENTVIEW]["schemaName"] == "foxglove.RawImage"
         with probe_node("foxglove_probe") as probe:
             node = probe.node
             cot_pub = node.create_publisher(String, "/dtvla_policy/chain_of_thought", contract.COMMAND_QOS)
             chunk_pub = node.create_publisher(JointTrajectory, contract.POLICY_ACTION_CHUNK, contract.COMMAND_QOS)
             diag_pub = node.create_publisher(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, 10)
-            for publisher in (cot_pub, chunk_pub, diag_pub):
+            camera_pub = node.create_publisher(Image, contract.AGENTVIEW_TOPIC, contract.SENSOR_QOS)
+            for publisher in (cot_pub, chunk_pub, diag_pub, camera_pub):
                 probe.wait_for(lambda p=publisher: p.get_subscription_count() > 0, 60, "dtvla-foxglove subscribing")
             thought = "The gripper is open above the black bowl (left). Sub-goal 1 of 4: reach the black bowl."
             chunk = JointTrajectory(joint_names=list(COMMAND_NAMES), points=[
@@ -148,22 +154,26 @@ def test_cot_chunk_and_status_published_over_dds_reach_a_foxglove_websocket_clie
                                       values=[KeyValue(key="chunk_ms_p95", value="612.5"),
                                               KeyValue(key="mode", value="full")])
             other = DiagnosticStatus(name="robot2/dtvla_policy: inference", message="another robot's")
-            received: dict[str, dict] = {}
-            for _ in range(30):  # reliable, but the server drops what arrives before the subscription is live
+            frame = camera_image(0, 16)
+            received: dict[str, bytes] = {}
+            for _ in range(30):  # the server drops what arrives before the subscription is live; frames best effort
                 cot_pub.publish(String(data=thought))
                 chunk_pub.publish(chunk)
                 diag_pub.publish(DiagnosticArray(status=[other, status]))
+                camera_pub.publish(numpy_to_image(frame, "rgb8", stamp=Time(seconds=3).to_msg()))
                 while (message := client.next_message(1.0)) is not None:
                     received.setdefault(*message)
-                if len(received) == 3:
+                if len(received) == 4:
                     break
     finally:
         if client is not None:
             client.ws.close()
         code, output = bridge.stop()
     assert code == 0, output
-    assert received[live_view.CHAIN_OF_THOUGHT]["text"] == thought
-    np.testing.assert_allclose(received[live_view.ACTION_CHUNK]["gripper"], [0.1 * k + 0.06 for k in range(10)])
-    assert set(COMMAND_NAMES) <= set(received[live_view.ACTION_CHUNK])
-    assert received[live_view.POLICY_STATUS] == {"level": "WARN", "message": status.message,
-                                                 "values": {"chunk_ms_p95": 612.5, "mode": "full"}}
+    assert json.loads(received[live_view.CHAIN_OF_THOUGHT]) == {"text": thought}
+    shown_chunk = json.loads(received[live_view.ACTION_CHUNK])
+    np.testing.assert_allclose(shown_chunk["gripper"], [0.1 * k + 0.06 for k in range(10)])
+    assert set(COMMAND_NAMES) <= set(shown_chunk)
+    assert json.loads(received[live_view.POLICY_STATUS]) == {"level": "WARN", "message": status.message,
+                                                             "values": {"chunk_ms_p95": 612.5, "mode": "full"}}
+    assert frame.tobytes() in received[live_view.AGENTVIEW] and b"rgb8" in received[live_view.AGENTVIEW]

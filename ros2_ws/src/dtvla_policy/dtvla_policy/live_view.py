@@ -25,8 +25,8 @@ AGENTVIEW = "/camera/agentview"
 WRIST = "/camera/wrist"
 REASONING_IMAGE = "/reasoning_image"
 IMAGES = (AGENTVIEW, WRIST, REASONING_IMAGE)
-CHAIN_OF_THOUGHT = "/chain_of_thought"  # {"text", "stamp_ns"}
-TASK = "/task"  # {"text", "stamp_ns"}
+CHAIN_OF_THOUGHT = "/chain_of_thought"  # {"text"}
+TASK = "/task"  # {"text"}
 ACTION_CHUNK = "/action_chunk"  # {"stamp_ns", "step_s": [T], <command name>: [T] per dimension}
 POLICY_STATUS = "/policy_status"  # {"level", "message", "values": {key: number or text}}
 JOINT_STATES = "/joint_states"  # {"stamp_ns", "name": [...], "position": [...]}
@@ -66,9 +66,9 @@ class LiveView:
                                         height=height, encoding="rgb8", step=3 * width,
                                         data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()))
 
-    def text(self, topic: str, text: str, stamp_ns: int) -> None:
-        """The chain-of-thought or the task."""
-        self.json[topic].log({"text": text, "stamp_ns": stamp_ns})
+    def text(self, topic: str, text: str) -> None:
+        """The chain-of-thought or the task (std_msgs/String has no stamp: the log time is the receive time)."""
+        self.json[topic].log({"text": text})
 
     def action_chunk(self, names: Sequence[str], positions: np.ndarray, step_s: Sequence[float],
                      stamp_ns: int) -> None:
@@ -84,8 +84,8 @@ class LiveView:
                                       "values": {key: _number_or_text(value) for key, value in values.items()}})
 
     def joint_states(self, names: Sequence[str], positions: Sequence[float], stamp_ns: int) -> None:
-        self.json[JOINT_STATES].log({"stamp_ns": stamp_ns, "name": list(names), "position": [float(p) for p in
-                                                                                            positions]})
+        self.json[JOINT_STATES].log({"stamp_ns": stamp_ns, "name": list(names),
+                                     "position": [float(p) for p in positions]})
 
     def episode_status(self, status_json: str) -> None:
         """The sim bridge's status JSON; text that is not a JSON object is wrapped, never dropped."""

@@ -63,10 +63,12 @@ class FoxgloveBridge(Node):
         self._policy_status = contract.status_name(f"{self.get_namespace().rstrip('/')}/{POLICY_NODE}", "inference")
         self._warned: set[str] = set()
 
-        for topic, channel in ((contract.AGENTVIEW_TOPIC, live_view.AGENTVIEW), (contract.WRIST_TOPIC, live_view.WRIST),
-                               (contract.POLICY_REASONING_IMAGE, live_view.REASONING_IMAGE)):
-            # best effort keep-last-1 also for the reliable reasoning picture: a slow viewer must not hold the policy
-            self.create_subscription(Image, topic, lambda m, c=channel: self._on_image(c, m), contract.SENSOR_QOS)
+        # the reasoning picture reliable keep-last-1 as published: best effort lost every other 0.8 MB picture (its
+        # fragments), and keep-last-1 never makes the policy wait for a slow viewer
+        for topic, channel, qos in ((contract.AGENTVIEW_TOPIC, live_view.AGENTVIEW, contract.SENSOR_QOS),
+                                    (contract.WRIST_TOPIC, live_view.WRIST, contract.SENSOR_QOS),
+                                    (contract.POLICY_REASONING_IMAGE, live_view.REASONING_IMAGE, contract.VIEW_QOS)):
+            self.create_subscription(Image, topic, lambda m, c=channel: self._on_image(c, m), qos)
         self.create_subscription(String, contract.POLICY_CHAIN_OF_THOUGHT, self._on_cot, contract.COMMAND_QOS)
         self.create_subscription(String, contract.TASK_TOPIC, self._on_task, contract.LATCHED_QOS)
         self.create_subscription(JointTrajectory, contract.POLICY_ACTION_CHUNK, self._on_chunk, contract.COMMAND_QOS)
@@ -76,9 +78,6 @@ class FoxgloveBridge(Node):
                                  lambda m: self.view.episode_status(m.data), contract.LATCHED_QOS)
         self.get_logger().info(f"Foxglove WebSocket server on ws://{host}:{self.server.port}; "
                                f"layout: {layout_path()}")
-
-    def _now_ns(self) -> int:
-        return self.get_clock().now().nanoseconds
 
     def _on_image(self, channel: str, msg: Image) -> None:
         try:
@@ -91,10 +90,10 @@ class FoxgloveBridge(Node):
         self.view.image(channel, rgb, _stamp_ns(msg.header))
 
     def _on_cot(self, msg: String) -> None:
-        self.view.text(live_view.CHAIN_OF_THOUGHT, msg.data, self._now_ns())
+        self.view.text(live_view.CHAIN_OF_THOUGHT, msg.data)
 
     def _on_task(self, msg: String) -> None:
-        self.view.text(live_view.TASK, msg.data, self._now_ns())
+        self.view.text(live_view.TASK, msg.data)
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         positions = [list(point.positions) for point in msg.points]
