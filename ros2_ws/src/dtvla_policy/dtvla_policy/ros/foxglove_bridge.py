@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import foxglove
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,19 +25,9 @@ from dtvla_policy import live_view
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import ImageConversionError, image_to_rgb8
 from dtvla_policy.ros.node_runner import run_node
-from dtvla_policy.ros.sim_params import POLICY_NODE
+from dtvla_policy.ros.sim_params import POLICY_NODE, config_file
 
 LAYOUT_FILE = "foxglove_layout.json"  # in config/ of the source tree and of dtvla_policy's share
-
-
-def layout_path() -> Path:
-    """The shipped layout: dtvla_policy's share when installed, else the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        return Path(get_package_share_directory("dtvla_policy")) / "config" / LAYOUT_FILE
-    except (ImportError, PackageNotFoundError):
-        return Path(__file__).resolve().parents[5] / "config" / LAYOUT_FILE
 
 
 def _stamp_ns(header) -> int:
@@ -77,7 +66,7 @@ class FoxgloveBridge(Node):
         self.create_subscription(String, contract.EPISODE_STATUS_TOPIC,
                                  lambda m: self.view.episode_status(m.data), contract.LATCHED_QOS)
         self.get_logger().info(f"Foxglove WebSocket server on ws://{host}:{self.server.port}; "
-                               f"layout: {layout_path()}")
+                               f"layout: {config_file(LAYOUT_FILE)}")
 
     def _on_image(self, channel: str, msg: Image) -> None:
         try:
