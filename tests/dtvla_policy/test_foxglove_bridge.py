@@ -57,6 +57,21 @@ def test_the_layout_shows_both_cameras_the_cot_the_chunk_per_dimension_and_laten
     assert f'"{live_view.POLICY_STATUS}.values.chunk_ms_p95"' in text
 
 
+def panel_ids(tree) -> list[str]:
+    return [tree] if isinstance(tree, str) else panel_ids(tree["first"]) + panel_ids(tree["second"])
+
+
+def test_the_layout_file_is_in_the_apps_import_format():
+    """Panel configs by `<type>!<id>`, each placed once in a binary split tree."""
+    exported = json.loads(live_view.layout_json(COMMAND_NAMES))
+    placed = panel_ids(exported["layout"])
+    assert sorted(placed) == sorted(exported["configById"]) and len(set(placed)) == len(placed)
+    assert sorted(i.split("!")[0] for i in placed) == ["Image", "Image", "Plot", "Plot", "RawMessages", "RawMessages",
+                                                      "RawMessages"]
+    chunk_plot = next(c for c in exported["configById"].values() if c.get("xAxisVal") == "index")
+    assert [series["label"] for series in chunk_plot["paths"]] == list(COMMAND_NAMES)
+
+
 class Bridge:
     """`dtvla-foxglove` on a free port, its output collected by a thread (the port is read from its log line)."""
 

@@ -6,8 +6,9 @@ the policy's /diagnostics status (numbers as numbers, so latency plots over time
 status go out as JSON. Channel names do not carry the ROS namespace: one server per robot, one layout for all.
 Re-publishing in these schemas (rather than advertising ROS 2 channels with ros2msg schemas) keeps the app's panels
 working without message definitions, which the ROS wheels do not ship. No rclpy here: `ros/foxglove_bridge.py`
-converts messages to numpy, text and numbers and calls `LiveView`; `python -m dtvla_policy.live_view` prints the
-layout that config/foxglove_layout.json ships (tests keep the two equal).
+converts messages to numpy, text and numbers and calls `LiveView`. The layout is built with the pinned SDK's typed
+panel configs and written in the app's import format; `python -m dtvla_policy.live_view` prints what
+config/foxglove_layout.json ships (tests keep the two equal).
 """
 
 from __future__ import annotations
@@ -98,20 +99,25 @@ class LiveView:
 
 def layout(command_names: Sequence[str]) -> fl.Layout:
     """Both cameras, the chain-of-thought, the chunk per dimension, latency over time, the policy's status."""
+    def series(path: str, label: str) -> fl.PlotSeries:  # explicit enabled/time: older apps default them off
+        return fl.PlotSeries(value=path, label=label, enabled=True, timestamp_method="receiveTime")
+
     def image(topic: str, title: str) -> fl.ImagePanel:
         return fl.ImagePanel(title=title, config=fl.ImageConfig(image_mode=fl.ImageModeConfig(image_topic=topic)))
 
     chunk = fl.PlotPanel(title="action chunk per dimension (unnormalised, over its steps)", config=fl.PlotConfig(
         x_axis_val="index", x_axis_label="step", show_legend=True,
-        paths=[fl.PlotSeries(value=f"{ACTION_CHUNK}.{name}[:]", label=name) for name in command_names]))
+        paths=[series(f"{ACTION_CHUNK}.{name}[:]", name) for name in command_names]))
     latency = fl.PlotPanel(title="latency (ms) against the chunk's budget", config=fl.PlotConfig(
         x_axis_val="timestamp", y_axis_label="ms", show_legend=True,
-        paths=[fl.PlotSeries(value=f"{POLICY_STATUS}.values.{key}", label=key) for key in LATENCY_SERIES]))
-    cot = fl.MarkdownPanel(title="chain-of-thought", config=fl.MarkdownConfig(
-        render_mode="message", message_path=f"{CHAIN_OF_THOUGHT}.text"))
-    task = fl.MarkdownPanel(title="task", config=fl.MarkdownConfig(render_mode="message", message_path=f"{TASK}.text"))
-    status = fl.RawMessagesPanel(title="policy status (/diagnostics)",
-                                 config=fl.RawMessagesConfig(topic_path=POLICY_STATUS, expansion="all"))
+        paths=[series(f"{POLICY_STATUS}.values.{key}", key) for key in LATENCY_SERIES]))
+    def raw(title: str, path: str) -> fl.RawMessagesPanel:  # every app version has it, text fields included
+        return fl.RawMessagesPanel(title=title, config=fl.RawMessagesConfig(
+            topic_path=path, expansion="all", diff_enabled=False, diff_method="custom", diff_topic_path="",
+            show_full_message_for_diff=False))
+
+    cot, task = raw("chain-of-thought", f"{CHAIN_OF_THOUGHT}.text"), raw("task", f"{TASK}.text")
+    status = raw("policy status (/diagnostics)", POLICY_STATUS)
 
     def split(direction: str, *items: tuple[float, object]) -> fl.SplitContainer:
         return fl.SplitContainer(direction=direction, items=[fl.SplitItem(proportion=p, content=c) for p, c in items])
@@ -125,8 +131,26 @@ def layout(command_names: Sequence[str]) -> fl.Layout:
 
 
 def layout_json(command_names: Sequence[str]) -> str:
-    """The layout as the shipped file holds it (indented, newline-terminated)."""
-    return json.dumps(json.loads(layout(command_names).to_json()), indent=2) + "\n"
+    """`layout` in the file format the Foxglove app exports and imports (Layouts -> Import from file): panel configs
+    by id and a binary split tree of those ids. The SDK's own `Layout.to_json` format is for its embedded viewers."""
+    config_by_id: dict[str, dict] = {}
+
+    def tree(node: dict) -> str | dict:
+        if node["type"] == "panel":
+            panel_id = f"{node['panelType']}!dtvla{len(config_by_id)}"
+            config_by_id[panel_id] = {**node.get("config", {}), "foxglovePanelTitle": node.get("title", "")}
+            return panel_id
+        first, *rest = node["items"]
+        if not rest:
+            return tree(first["content"])
+        share = 100 * first["proportion"] / sum(item["proportion"] for item in node["items"])
+        return {"direction": node["direction"], "first": tree(first["content"]),
+                "second": tree({**node, "items": rest}), "splitPercentage": round(share, 1)}
+
+    root = tree(json.loads(layout(command_names).to_json())["content"])
+    exported = {"configById": config_by_id, "globalVariables": {}, "userNodes": {}, "playbackConfig": {"speed": 1},
+                "layout": root}
+    return json.dumps(exported, indent=2) + "\n"
 
 
 def main() -> None:
