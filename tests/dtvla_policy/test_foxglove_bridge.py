@@ -192,3 +192,18 @@ def test_cot_chunk_and_status_published_over_dds_reach_a_foxglove_websocket_clie
     assert json.loads(received[live_view.POLICY_STATUS]) == {"level": "WARN", "message": status.message,
                                                              "values": {"chunk_ms_p95": 612.5, "mode": "full"}}
     assert frame.tobytes() in received[live_view.AGENTVIEW] and b"rgb8" in received[live_view.AGENTVIEW]
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_taken_or_invalid_port_exits_1_with_one_fatal_line(taken):
+    first = Bridge() if taken else None
+    try:
+        second = start_node("dtvla_policy.ros.foxglove_bridge", "-p", f"port:={first.port() if first else 70000}")
+        output, _ = second.communicate(timeout=60)
+    finally:
+        first_code, first_output = first.stop() if first else (0, "")
+    assert first_code == 0, first_output
+    problems = [line for line in output.splitlines() if any(m in line for m in ("FATAL", "ERROR", "Traceback"))]
+    assert second.returncode == 1 and len(problems) == 1 and "[FATAL]" in problems[0], output
+    assert ("Address already in use" if taken else "out of range") in problems[0], output

@@ -15,6 +15,7 @@ import sys
 import foxglove
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
@@ -108,7 +109,8 @@ class FoxgloveBridge(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """`dtvla-foxglove [--port N] [--host ADDR] [--namespace NS] [--ros-args ...]`; exit 1 if the port is taken."""
+    """`dtvla-foxglove [--port N] [--host ADDR] [--namespace NS] [--ros-args ...]`; a taken or invalid port: one
+    FATAL line, exit 1."""
     parser = argparse.ArgumentParser(prog="dtvla-foxglove", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="WebSocket port (default 8765; 0: a free one)")
@@ -121,7 +123,7 @@ def main(args: list[str] | None = None) -> None:
     if options.namespace:
         ros += ["-r", f"__ns:=/{options.namespace.strip('/')}"]
     argv = [parser.prog, *args[split:], *(["--ros-args", *ros] if ros else [])]  # rcl skips argv[0]
-    run_node(FoxgloveBridge, argv, startup_errors=(RuntimeError, OSError))
+    run_node(FoxgloveBridge, argv, startup_errors=(RuntimeError, OSError, InvalidParameterValueException))
 
 
 if __name__ == "__main__":
