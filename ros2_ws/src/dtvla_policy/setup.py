@@ -29,6 +29,7 @@ setup(
             "dtvla-infer = dtvla_policy.inference.cli:main",
             "policy_node = dtvla_policy.ros.policy_node:main",
             "dtvla-sim = dtvla_policy.ros.sim_launcher:main",
+            "dtvla-record = dtvla_policy.ros.recorder_node:main",
         ],
     },
 )
