@@ -81,8 +81,10 @@ def test_a_recorded_sim_episode_reads_back_with_rosbags(recorded_sim_run):
     clock = [stamp_ns(m.clock) for _, m in messages["/clock"]]
     assert clock == sorted(clock) and len(set(clock)) == frames
     chunks = [m for _, m in messages["/dtvla_policy/action_chunk"]]
-    assert len(chunks) == summary["chunks"] == 2
-    assert len(messages["/dtvla_policy/chain_of_thought"]) == len(messages["/dtvla_sim_bridge/chunk_request"]) == 2
+    # two chunks answer the 12 steps; a request re-sent when the policy's subscription appears may be answered twice
+    assert len(chunks) == summary["chunks"] >= 2 and len({stamp_ns(c.header.stamp) for c in chunks}) == 2
+    assert len(messages["/dtvla_policy/chain_of_thought"]) == len(chunks)
+    assert len(messages["/dtvla_sim_bridge/chunk_request"]) >= 2
     camera_stamps = {stamp_ns(m.header.stamp) for _, m in messages["/camera/agentview/image_raw"]}
     assert {stamp_ns(c.header.stamp) for c in chunks} <= camera_stamps  # each chunk answers a recorded frame
     image = messages["/camera/agentview/image_raw"][0][1]

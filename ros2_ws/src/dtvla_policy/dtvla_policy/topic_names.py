@@ -30,6 +30,10 @@ RESET_SERVICE = "dtvla_sim_bridge/reset"  # std_srvs/Trigger
 CLOCK_TOPIC = "clock"  # rosgraph_msgs/Clock, lockstep sim time: /clock without a namespace
 CLOCK_REMAP = ("/clock", CLOCK_TOPIC)  # for nodes with use_sim_time: rclpy subscribes to the absolute /clock
 
+# The `state` values of EPISODE_STATUS_TOPIC that end an episode; "finished" (the run is over) follows the last one
+# and keeps it in "outcome".
+EPISODE_END_STATES = ("success", "timeout", "failed", "aborted")
+
 CHUNK_JOINT_NAMES = COMMAND_NAMES  # JointTrajectory.joint_names of an action chunk
 # Franka Panda joints as LIBERO/robosuite name them (robot0_joint_pos + the two finger joints).
 ROBOT_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")

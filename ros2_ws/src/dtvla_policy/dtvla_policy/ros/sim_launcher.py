@@ -41,8 +41,8 @@ from dtvla_policy.ros import contract
 from dtvla_policy.ros.recorder_node import NODE_NAME as RECORDER_NODE
 from dtvla_policy.ros.recorder_node import RecorderSettings, recorded_topic_names
 from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, RUN_OPTIONS, SimSettings, default_params_file
+from dtvla_policy.topic_names import EPISODE_END_STATES
 
-FINAL_STATES = ("success", "timeout", "failed", "aborted")
 FINAL_STATUS_WAIT_S = 5.0  # after the bridge exits, for its last episode status still in the watcher's queue
 RECORDER_READY_S = 60.0  # for the recorder process to start and subscribe to every topic
 # Reliable, latched, and deep enough that an episode's end and the "finished" right after it both arrive.
@@ -115,7 +115,7 @@ class RunState:
             self.current = status
             # "finished" follows the last episode's end and still carries its result in "outcome"
             outcome = status.get("outcome") if status.get("state") == "finished" else status.get("state")
-            if outcome in FINAL_STATES and "episode" in status:
+            if outcome in EPISODE_END_STATES and "episode" in status:
                 self.episodes[int(status["episode"])] = {**status, "state": outcome}
 
     def on_chunk(self, _msg: JointTrajectory) -> None:
