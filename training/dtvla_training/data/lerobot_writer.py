@@ -73,8 +73,9 @@ def index_features() -> dict[str, dict[str, Any]]:
                                                             for name in INDEX_FEATURES[1:]}}
 
 
-def image_feature(size: int) -> dict[str, Any]:
-    return {"dtype": "image", "shape": [size, size, 3], "names": ["height", "width", "channel"]}
+def image_feature(height: int, width: int | None = None) -> dict[str, Any]:
+    """A camera feature of (height, width) px; one size: square."""
+    return {"dtype": "image", "shape": [height, width or height, 3], "names": ["height", "width", "channel"]}
 
 
 def episode_path(root: Path, episode_index: int) -> Path:
