@@ -30,13 +30,11 @@ from dtvla_policy.topic_names import EPISODE_END_STATES, ROBOT_JOINT_NAMES
 from dtvla_sim_bridge.sim import binarize_gripper
 from dtvla_training.data.lerobot_dataset import ACTION_KEY, AGENTVIEW_KEY, NORM_STATS_PATH, REASONING_KEY, WRIST_KEY
 from dtvla_training.data.lerobot_writer import (
-    EpisodeEntry,
     image_column,
     image_feature,
-    index_columns,
     png,
     vector_column,
-    write_episode,
+    write_episodes,
     write_meta,
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
@@ -90,14 +88,7 @@ def convert(bag: str | Path, out: str | Path, namespace: str = "",
               "skipped_episodes": [{"recorded_episode": e.episode, "outcome": e.outcome}
                                    for e in recorded if e not in episodes]}
     with new_directory(out) as root:
-        entries, index = [], 0
-        for number, episode in enumerate(episodes):
-            table = episode_table(episode, cots, with_joints)
-            for name, column in index_columns(number, index, tasks.index(episode.task), table.num_rows, fps).items():
-                table = table.append_column(name, column)
-            write_episode(root, number, table)
-            entries.append(EpisodeEntry(number, episode.task, table.num_rows))
-            index += table.num_rows
+        entries = write_episodes(root, ((episode_table(e, cots, with_joints), e.task) for e in episodes), tasks, fps)
         features = {AGENTVIEW_KEY: image_feature(height, width), WRIST_KEY: image_feature(height, width),
                     ACTION_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": list(COMMAND_NAMES)},
                     REASONING_KEY: TEXT_FEATURE}
@@ -108,7 +99,7 @@ def convert(bag: str | Path, out: str | Path, namespace: str = "",
         write_meta(root, fps=fps, features=features, tasks=tasks, episodes=entries)
         write_json(root / CONVERSION_FILE, report)
         write_norm_stats(compute_norm_stats(root), root / NORM_STATS_PATH)
-    return {"dataset": str(Path(out).resolve()), "frames": index, **report}
+    return {"dataset": str(Path(out).resolve()), "frames": sum(e.length for e in entries), **report}
 
 
 def build_parser() -> argparse.ArgumentParser:

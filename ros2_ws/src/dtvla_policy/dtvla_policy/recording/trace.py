@@ -100,6 +100,7 @@ class BagTrace:
     policy_status: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     episode_status: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     lockstep: bool = False  # a sim clock was recorded
+    _wrist_stamps: np.ndarray | None = None  # sorted, built on first need
 
     @classmethod
     def read(cls, bag: str | Path, namespace: str = "") -> BagTrace:
@@ -166,11 +167,20 @@ class BagTrace:
         return records
 
     def _pair(self, stamp: int) -> tuple[np.ndarray, np.ndarray] | None:
-        agentview = self.frames["agentview"].get(stamp)
-        wrist = min(self.frames["wrist"].items(), key=lambda item: abs(item[0] - stamp), default=None)
-        if agentview is None or wrist is None or abs(wrist[0] - stamp) > MAX_CAMERA_SKEW_NS:
+        """The agentview frame stamped `stamp` and the wrist frame nearest to it (within the node's skew)."""
+        agentview, wrists = self.frames["agentview"].get(stamp), self.frames["wrist"]
+        if agentview is None or not wrists:
             return None
-        return agentview[1], wrist[1][1]
+        if stamp not in wrists:  # the bridge stamps both alike; other cameras may differ a little
+            if self._wrist_stamps is None:
+                self._wrist_stamps = np.array(sorted(wrists), dtype=np.int64)
+            at = int(np.searchsorted(self._wrist_stamps, stamp))
+            near = [int(s) for s in self._wrist_stamps[max(0, at - 1):at + 1]]
+            nearest = min(near, key=lambda s: abs(s - stamp))
+            if abs(nearest - stamp) > MAX_CAMERA_SKEW_NS:
+                return None
+            stamp = nearest
+        return agentview[1], wrists[stamp][1]
 
     def _task_at(self, log_time: int) -> str:
         earlier = [task for t, task in self.tasks if t <= log_time]

@@ -28,7 +28,14 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory
 
-from dtvla_policy.recording.bag_writer import DEFAULT_CHUNK_BYTES, BagWriter, Topic, qos_profile_dict, recover_bag
+from dtvla_policy.recording.bag_writer import (
+    DEFAULT_CHUNK_BYTES,
+    BagWriter,
+    Topic,
+    message_definition,
+    qos_profile_dict,
+    recover_bag,
+)
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.node_runner import run_node
 
@@ -86,14 +93,17 @@ class RecorderNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.writer = writer
         types = {name: (msg_type, qos) for name, msg_type, qos in RECORDED_TOPICS}
-        for name in recorded_topic_names(settings):
+        names = recorded_topic_names(settings)
+        for name in names:  # message definitions now (the type store takes ~1 s to build), not at a first message
+            message_definition(ros_type_name(types[name][0]))
+        for name in names:
             msg_type, qos = types[name]
             topic = self.resolve_topic_name(name)
             depth_qos = QoSProfile(history=qos.history, depth=RECORD_DEPTH, reliability=qos.reliability,
                                    durability=qos.durability)
             self.create_subscription(msg_type, name, partial(self._on_message, topic, ros_type_name(msg_type)),
                                      depth_qos, raw=True)
-        self.get_logger().info(f"recording {len(recorded_topic_names(settings))} topics to {writer.path}")
+        self.get_logger().info(f"recording {len(names)} topics to {writer.path}")
 
     def _on_message(self, topic: str, msgtype: str, data: bytes, info: MessageInfo) -> None:
         if topic not in self.writer.topics:
