@@ -39,6 +39,8 @@ from dtvla_policy.ros.image_conversion import numpy_to_image
 from dtvla_policy.ros.sim_launcher import wait_for_recorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_report import machine  # noqa: E402 - beside this script (python benchmarks/ros_latency.py)
+
 from tests.fixtures.ros import probe_node, start_node, stop_node  # noqa: E402 - the repository's test helpers
 
 SUITE, TASK, CAMERA = "libero_spatial", 0, 256
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("MUJOCO_GL", "egl")
+    load_before = os.getloadavg()
     policy = policy_overhead(args.requests, args.blocks)
     bag = bag_size_per_sim_minute(args.bag_steps) if args.bag_steps else {}
     bare = bare_steps_per_s(args.steps)
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": SUITE,
         "image_size_policy": 224,
         **bag,
+        "machine": machine(load_before),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
