@@ -73,7 +73,8 @@ def test_launch_starts_both_nodes_by_installed_executables():
 
 def test_parameter_file_and_launch_file_are_installed_in_the_share():
     share = Path(get_package_share_directory("dtvla_policy"))
-    assert (share / "config" / "sim.yaml").read_text() == SIM_YAML.read_text()
+    for name in ("sim.yaml", "foxglove_layout.json"):
+        assert (share / "config" / name).read_text() == (ROOT / "config" / name).read_text(), name
     assert (share / "launch" / "sim.launch.py").is_file()
     assert 'FindPackageShare("dtvla_policy"), "config", "sim.yaml"' in LAUNCH_FILE.read_text()
 
@@ -166,6 +167,8 @@ def test_colcon_build_installs_what_ros2_launch_needs(tmp_path):
     install = workspace / "ros2_ws" / "install"
     share = install / "dtvla_policy" / "share" / "dtvla_policy"
     assert (share / "launch" / "sim.launch.py").is_file() and (share / "config" / "sim.yaml").is_file()
+    assert (share / "config" / "foxglove_layout.json").is_file()
+    assert (install / "dtvla_policy" / "lib" / "dtvla_policy" / "dtvla-foxglove").is_file()
     for node in launch_nodes().values():
         assert (install / node["package"] / "lib" / node["package"] / node["executable"]).is_file()
     index = install / "dtvla_sim_bridge" / "share" / "ament_index" / "resource_index" / "packages"

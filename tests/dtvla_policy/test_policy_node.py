@@ -161,6 +161,21 @@ def test_request_is_answered_with_a_stamped_chunk_cot_and_picture(rig):
     assert values["max_cot_tokens"] == "3" and json.loads(values["decode_deviations"]) == {"max_cot_tokens": 3}
 
 
+def test_chunk_health_warns_with_counts_and_reports_latency_against_the_budget(rig):
+    """max_cot_tokens 3 closes every CoT by force, before the untrained model has written a word of thought."""
+    request_chunk(rig, now_ns(rig))
+    level, values = wait_diagnostics(rig, lambda v: count(v, "cot_truncated") >= 1 and count(v, "cot_empty") >= 1,
+                                     "a capped, empty CoT")
+    newest = [s for d in rig["diagnostics"] for s in d.status if s.name == rig["status_name"]][-1]
+    assert level == 1 and "CoT hit the token cap (" in newest.message and "empty thinking (" in newest.message, newest
+    assert count(values, "cot_repeated_ngrams") == count(values, "cot_identical") == 0, values
+    assert float(values["budget_ms"]) == 500.0  # replan.after_steps 10 x 50 ms
+    for stage in ("chunk_ms", "total_ms", "cot_ms", "action_ms"):
+        p50, p95, p99 = (float(values[f"{stage}_p{q}"]) for q in (50, 95, 99))
+        assert 0 < p50 <= p95 <= p99, (stage, values)
+    assert float(values["budget_used_p95_pct"]) > 0
+
+
 def test_node_decoding_defaults_are_upstreams():
     default, descriptor = PARAMETERS["max_cot_tokens"]
     assert default == COT_CAP_EVAL == 2048 and descriptor.integer_range[0].to_value == COT_CAP_EVAL

@@ -17,6 +17,9 @@ TORCH_FREE = (
     "dtvla_policy.model.conventions",
     "dtvla_policy.ros.contract",
     "dtvla_policy.inference.reasoning_view",
+    "dtvla_policy.inference.chunk_health",
+    "dtvla_policy.live_view",
+    "dtvla_policy.ros.foxglove_bridge",  # a viewer machine needs no torch
     "dtvla_sim_bridge.sim",
     "dtvla_sim_bridge.eval.cli",
     "dtvla_sim_bridge.eval.worker",

@@ -15,7 +15,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         # Single sources live at the repository root; setup.py runs from this folder.
         (f"share/{PACKAGE}/launch", glob("../../../launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("../../../config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("../../../config/*.yaml") + glob("../../../config/*.json")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -29,6 +29,7 @@ setup(
             "dtvla-infer = dtvla_policy.inference.cli:main",
             "policy_node = dtvla_policy.ros.policy_node:main",
             "dtvla-sim = dtvla_policy.ros.sim_launcher:main",
+            "dtvla-foxglove = dtvla_policy.ros.foxglove_bridge:main",
             "dtvla-record = dtvla_policy.ros.recorder_node:main",
             "dtvla-replay = dtvla_policy.recording.replay_cli:main",
         ],

@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dtvla_policy.inference.chunk_health import ChunkHealth, ChunkRecord, HealthThresholds
 from dtvla_policy.inference.engine import Observation, PolicyEngine, Prediction
 from dtvla_policy.inference.observation_pairing import CameraFrame, FramePair, ObservationPairer
 from dtvla_policy.inference.reasoning_view import render_reasoning_view
@@ -63,6 +64,7 @@ class PolicySettings:
     action_high: tuple[float, ...]
     dry_run: bool
     publish_reasoning_image: bool
+    health: HealthThresholds
 
 
 def _descriptor(description: str, *, read_only: bool = False, float_range: tuple[float, float] | None = None,
@@ -104,6 +106,17 @@ PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
     "action_limits.high": ([1.0] * ACTION_DIM, _descriptor("per-dim upper clip of published commands")),
     "dry_run": (False, _descriptor("think and publish CoT/diagnostics, but publish no action chunk")),
     "publish_reasoning_image": (True, _descriptor("publish ~/reasoning_image (views + CoT + chunk)")),
+    # chunk health on /diagnostics (dtvla_policy.inference.chunk_health); defaults: HealthThresholds
+    "health.window": (HealthThresholds.window, _descriptor(
+        "recent chunks the per-stage latency p50/p95/p99 are taken over", read_only=True, int_range=(1, 100000))),
+    "health.ngram_size": (HealthThresholds.ngram_size, _descriptor(
+        "words per n-gram of the CoT repetition check", read_only=True, int_range=(1, 64))),
+    "health.ngram_max_repeats": (HealthThresholds.ngram_max_repeats, _descriptor(
+        "a CoT with an n-gram occurring more often than this counts as repetitive (WARN)", read_only=True,
+        int_range=(1, 10000))),
+    "health.identical_cot_chunks": (HealthThresholds.identical_cot_chunks, _descriptor(
+        "this many consecutive identical non-empty CoTs count as a stuck CoT (WARN)", read_only=True,
+        int_range=(2, 100000))),
 }
 
 
@@ -131,9 +144,11 @@ class PolicyNode(Node):
                                       f"{COT_CAP_EVAL}); longer CoTs are closed by force and counted as cot_truncated")
         self.pairer = ObservationPairer(int(self.settings.max_camera_skew_s * 1e9))
         self.task: str | None = None
-        self.stats = {k: 0 for k in ("inferences", "chunks_published", "deadline_misses", "stale_skips",
-                                     "frames_rejected", "future_frames", "joint_states_rejected", "engine_errors",
-                                     "non_finite_outputs", "chunks_clipped", "cot_truncated")}
+        self.stats = {k: 0 for k in ("inferences", "chunks_published", "stale_skips", "frames_rejected",
+                                     "future_frames", "joint_states_rejected", "engine_errors", "non_finite_outputs",
+                                     "chunks_clipped")}
+        self.health = ChunkHealth(self.settings.health)  # deadline misses, CoT cap hits, ... and the percentiles
+        self._health_lock = threading.Lock()  # the worker records, the diagnostics timer reads
         self.last = {"timings": {}, "cot_tokens": 0, "observation_age_ms": float("nan"), "error": "",
                      "error_level": DiagnosticStatus.OK, "joint_state_stamp_ns": None, "non_finite_streak": 0}
         self._warned: set[str] = set()
@@ -172,6 +187,9 @@ class PolicyNode(Node):
             max_future_s=get("staleness.max_future_s"),
             action_low=tuple(get("action_limits.low")), action_high=tuple(get("action_limits.high")),
             dry_run=get("dry_run"), publish_reasoning_image=get("publish_reasoning_image"),
+            health=HealthThresholds(window=get("health.window"), ngram_size=get("health.ngram_size"),
+                                    ngram_max_repeats=get("health.ngram_max_repeats"),
+                                    identical_cot_chunks=get("health.identical_cot_chunks")),
         )
         problems = [self._check(name, value) for name, value in (
             ("checkpoint", settings.checkpoint), ("mode", settings.mode), ("replan.trigger", settings.replan_trigger),
@@ -354,10 +372,12 @@ class PolicyNode(Node):
             self.stats["chunks_published"] += 1
         self.cot_pub.publish(String(data=prediction.cot))
         self.stats["inferences"] += 1
-        self.stats["cot_truncated"] += int(prediction.cot_truncated)
-        elapsed = time.perf_counter() - start
-        if elapsed > settings.replan_after_steps / settings.control_rate_hz:
-            self.stats["deadline_misses"] += 1
+        chunk = ChunkRecord(timings_ms={**prediction.timings, "chunk_ms": (time.perf_counter() - start) * 1e3},
+                            budget_ms=settings.replan_after_steps / settings.control_rate_hz * 1e3,
+                            cot=prediction.cot, cot_truncated=prediction.cot_truncated,
+                            thinking_expected=settings.mode == "full")
+        with self._health_lock:
+            self.health.record(chunk)
         self.last.update(timings=prediction.timings, cot_tokens=prediction.cot_tokens, error="",
                          error_level=DiagnosticStatus.OK,
                          observation_age_ms=(self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6)
@@ -391,6 +411,10 @@ class PolicyNode(Node):
             level, message = self.last["error_level"], self.last["error"]
         elif self.task is None:
             level, message = DiagnosticStatus.WARN, "waiting for a task instruction"
+        with self._health_lock:
+            health_values, health_problems = self.health.values(), list(self.health.problems)
+        if health_problems and level == DiagnosticStatus.OK:  # the newest chunk's; the counts stay in the values
+            level, message = DiagnosticStatus.WARN, "; ".join(health_problems)
         if self.last["non_finite_streak"] and level != DiagnosticStatus.ERROR:  # a later warning must not hide it
             level, message = DiagnosticStatus.ERROR, f"last prediction non-finite, no chunk published; then: {message}"
         values = {"mode": settings.mode, "checkpoint": settings.checkpoint, "dry_run": settings.dry_run,
@@ -398,7 +422,8 @@ class PolicyNode(Node):
                   "decode_deviations": json.dumps(self._decode_config().deviations(), sort_keys=True),
                   "cot_tokens": self.last["cot_tokens"],
                   "observation_age_ms": round(self.last["observation_age_ms"], 1),
-                  **self.stats, **{k: round(v, 2) for k, v in self.last["timings"].items()}}
+                  **self.stats, **{k: round(v, 2) for k, v in self.last["timings"].items()},
+                  **{k: round(v, 2) for k, v in health_values.items()}}
         if self.last["joint_state_stamp_ns"] is not None:
             age = (self.get_clock().now().nanoseconds - self.last["joint_state_stamp_ns"]) / 1e9
             values["joint_state_age_s"] = round(age, 3)

@@ -93,14 +93,19 @@ def parse_options(texts: dict[str, str]) -> dict[str, Any]:
     return options
 
 
-def default_params_file() -> Path:
-    """config/sim.yaml from dtvla_policy's share (installed), else from the source tree."""
+def config_file(name: str) -> Path:
+    """config/`name` from dtvla_policy's share (installed), else from the source tree."""
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
-        return Path(get_package_share_directory("dtvla_policy")) / "config" / "sim.yaml"
+        return Path(get_package_share_directory("dtvla_policy")) / "config" / name
     except (ImportError, LookupError, OSError, PackageNotFoundError):
-        return Path(__file__).resolve().parents[5] / "config" / "sim.yaml"
+        return Path(__file__).resolve().parents[5] / "config" / name
+
+
+def default_params_file() -> Path:
+    """config/sim.yaml, installed or in the source tree."""
+    return config_file("sim.yaml")
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
