@@ -5,7 +5,8 @@
                small and the overhead dominates the noise); p50 / p99 over --requests chunks.
                The same policy process is measured in alternating blocks without and with `dtvla-record` recording
                every contract topic (cameras, chunks, CoT, reasoning image, diagnostics), so the recorder's cost is a
-               difference within one run.
+               difference within one run; the recorder's own CPU time per chunk is read from /proc. On a loaded
+               machine (a training run beside it) the recorder's CPU use shows up as tail latency of the policy.
   sim bridge:  env steps/s of the bridge in lockstep mode, answered at once by a trivial responder (zero chunks),
                vs the bare LiberoSim loop in this process, same suite, task and camera size.
   bag size:    `dtvla-sim --record` for --bag-steps steps at 256 px (tiny checkpoint, full mode, a 16-token CoT cap):
@@ -59,7 +60,7 @@ def policy_overhead(requests: int, blocks: int) -> dict:
         process = start_node("dtvla_policy.ros.policy_node", "-p", f"checkpoint:={checkpoint}", "-p", "mode:=masked",
                              "-p", "staleness.max_observation_age_s:=10.0")
         overheads: dict[str, list[float]] = {"off": [], "on": []}
-        resent, bag_bytes = 0, 0
+        resent, bag_bytes, recorder_cpu_s, recorded_wall_s = 0, 0, 0.0, 0.0
         try:
             with probe_node("latency_probe") as probe:
                 rig = PolicyRig(probe)
@@ -69,7 +70,10 @@ def policy_overhead(requests: int, blocks: int) -> dict:
                     recording = block % 2 == 1
                     recorder = start_recorder(Path(tmp) / f"bag{block}", probe) if recording else None
                     try:
+                        cpu_before, wall_before = cpu_seconds(recorder), time.monotonic()
                         overheads["on" if recording else "off"] += rig.measure(per_block)
+                        recorder_cpu_s += cpu_seconds(recorder) - cpu_before
+                        recorded_wall_s += (time.monotonic() - wall_before) if recording else 0.0
                     finally:
                         if recorder is not None:
                             stop_node(recorder)
@@ -86,7 +90,17 @@ def policy_overhead(requests: int, blocks: int) -> dict:
             "recording_vs_not_p50": round(percentile(on, 50) / percentile(off, 50), 3),
             "recording_minus_not_ms_mean": round(statistics.mean(on) - statistics.mean(off), 3),
             "requests": len(off) + len(on), "blocks": blocks, "recorded_bytes": bag_bytes,
+            "recorder_cpu_ms_per_chunk": round(1e3 * recorder_cpu_s / len(on), 2),
+            "recorder_cpu_share_while_recording": round(recorder_cpu_s / recorded_wall_s, 4),
             "frames_resent": resent, "policy_exit_code": code}
+
+
+def cpu_seconds(process: subprocess.Popen | None) -> float:
+    """User + system CPU time of a running child process so far (0 for None), from /proc."""
+    if process is None:
+        return 0.0
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_recorder(bag: Path, probe) -> subprocess.Popen:
