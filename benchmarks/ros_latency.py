@@ -3,10 +3,10 @@
   policy node: camera stamp -> chunk received, minus the engine's own time for that chunk (`total_ms` in the
                node's diagnostics), for two 224 px rgb8 frames (tiny checkpoint, masked mode so the engine part is
                small and the overhead dominates the noise); p50 / p99 over --requests chunks.
-               The same policy process is measured in alternating blocks without and with `dtvla-record` recording
-               every contract topic (cameras, chunks, CoT, reasoning image, diagnostics), so the recorder's cost is a
-               difference within one run; the recorder's own CPU time per chunk is read from /proc. On a loaded
-               machine (a training run beside it) the recorder's CPU use shows up as tail latency of the policy.
+               The same policy process is measured in rotating blocks: without a recorder, with `dtvla-record`
+               (every contract topic but the reasoning image), and with `dtvla-record --reasoning-image`, so the
+               recorder's cost is a difference within one run; the recorder's own CPU time per chunk is read from
+               /proc; `chunks_over_500ms` counts stalls.
   sim bridge:  env steps/s of the bridge in lockstep mode, answered at once by a trivial responder (zero chunks),
                vs the bare LiberoSim loop in this process, same suite, task and camera size.
   bag size:    `dtvla-sim --record` for --bag-steps steps at 256 px (tiny checkpoint, full mode, a 16-token CoT cap):
@@ -37,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.image_conversion import numpy_to_image
+from dtvla_policy.ros.recorder_node import RecorderSettings
 from dtvla_policy.ros.sim_launcher import wait_for_recorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,48 +52,51 @@ def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
 
+RECORDERS = {"off": None, "on": [], "on_image": ["--reasoning-image"]}  # block kind -> dtvla-record options
+
+
 def policy_overhead(requests: int, blocks: int) -> dict:
-    """Overhead p50/p99/mean without and with a recorder running, in `blocks` alternating pairs of blocks."""
+    """Overhead p50/p99/mean without a recorder, with one, and with one recording the reasoning image too, in
+    `blocks` rotations of the three."""
     from dtvla_policy.model.tiny_checkpoint import write_tiny_checkpoint
 
+    overheads: dict[str, list[float]] = {kind: [] for kind in RECORDERS}
+    cpu_s = {kind: 0.0 for kind in RECORDERS}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_tiny_checkpoint(Path(tmp) / "tiny")
         process = start_node("dtvla_policy.ros.policy_node", "-p", f"checkpoint:={checkpoint}", "-p", "mode:=masked",
                              "-p", "staleness.max_observation_age_s:=10.0")
-        overheads: dict[str, list[float]] = {"off": [], "on": []}
-        resent, bag_bytes, recorder_cpu_s, recorded_wall_s = 0, 0, 0.0, 0.0
         try:
             with probe_node("latency_probe") as probe:
                 rig = PolicyRig(probe)
                 rig.measure(3)  # warm-up chunks
                 per_block = max(1, requests // blocks)
-                for block in range(2 * blocks):
-                    recording = block % 2 == 1
-                    recorder = start_recorder(Path(tmp) / f"bag{block}", probe) if recording else None
-                    try:
-                        cpu_before, wall_before = cpu_seconds(recorder), time.monotonic()
-                        overheads["on" if recording else "off"] += rig.measure(per_block)
-                        recorder_cpu_s += cpu_seconds(recorder) - cpu_before
-                        recorded_wall_s += (time.monotonic() - wall_before) if recording else 0.0
-                    finally:
-                        if recorder is not None:
-                            stop_node(recorder)
-                    if recording:
-                        bag_bytes += sum(f.stat().st_size for f in (Path(tmp) / f"bag{block}").glob("*.mcap"))
+                for block in range(blocks):
+                    for kind, options in RECORDERS.items():
+                        bag = Path(tmp) / f"{kind}{block}"
+                        recorder = None if options is None else start_recorder(bag, probe, options)
+                        try:
+                            cpu_before = cpu_seconds(recorder)
+                            overheads[kind] += rig.measure(per_block)
+                            cpu_s[kind] += cpu_seconds(recorder) - cpu_before
+                        finally:
+                            if recorder is not None:
+                                stop_node(recorder)
                 resent = rig.resent
         finally:
-            code, output = stop_node(process)
-    off, on = overheads["off"], overheads["on"]
-    return {"overhead_ms_p50": percentile(off, 50), "overhead_ms_p99": percentile(off, 99),
-            "overhead_ms_mean": round(statistics.mean(off), 3),
-            "recording_overhead_ms_p50": percentile(on, 50), "recording_overhead_ms_p99": percentile(on, 99),
-            "recording_overhead_ms_mean": round(statistics.mean(on), 3),
-            "recording_vs_not_p50": round(percentile(on, 50) / percentile(off, 50), 3),
-            "recording_minus_not_ms_mean": round(statistics.mean(on) - statistics.mean(off), 3),
-            "requests": len(off) + len(on), "blocks": blocks, "recorded_bytes": bag_bytes,
-            "recorder_cpu_ms_per_chunk": round(1e3 * recorder_cpu_s / len(on), 2),
-            "recorder_cpu_share_while_recording": round(recorder_cpu_s / recorded_wall_s, 4),
-            "frames_resent": resent, "policy_exit_code": code}
+            code, _ = stop_node(process)
+    result = {}
+    for kind, values in overheads.items():
+        prefix = "" if kind == "off" else f"recording_{'' if kind == 'on' else 'with_image_'}"
+        result |= {f"{prefix}overhead_ms_p50": percentile(values, 50),
+                   f"{prefix}overhead_ms_p99": percentile(values, 99),
+                   f"{prefix}overhead_ms_mean": round(statistics.mean(values), 3),
+                   f"{prefix}chunks_over_500ms": sum(v > 500 for v in values)}
+        if kind != "off":
+            result[f"{prefix}recorder_cpu_ms_per_chunk"] = round(1e3 * cpu_s[kind] / len(values), 2)
+            result[f"{prefix}vs_not_p50"] = round(percentile(values, 50) / percentile(overheads["off"], 50), 3)
+    return {**result, "requests": sum(len(v) for v in overheads.values()), "blocks": blocks, "frames_resent": resent,
+            "policy_exit_code": code}
 
 
 def cpu_seconds(process: subprocess.Popen | None) -> float:
@@ -103,11 +107,12 @@ def cpu_seconds(process: subprocess.Popen | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_recorder(bag: Path, probe) -> subprocess.Popen:
-    """`dtvla-record BAG` as a process, returned once it subscribes to every topic it records."""
-    recorder = subprocess.Popen([sys.executable, "-m", "dtvla_policy.ros.recorder_node", str(bag)],
+def start_recorder(bag: Path, probe, options: list[str]) -> subprocess.Popen:
+    """`dtvla-record BAG OPTIONS` as a process, returned once it subscribes to every topic it records."""
+    recorder = subprocess.Popen([sys.executable, "-m", "dtvla_policy.ros.recorder_node", str(bag), *options],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    error = wait_for_recorder(probe.node, "", recorder)
+    settings = RecorderSettings(reasoning_image="--reasoning-image" in options)
+    error = wait_for_recorder(probe.node, "", recorder, settings)
     if error:
         stop_node(recorder)
         raise RuntimeError(error)
@@ -243,8 +248,8 @@ def bridge_steps_per_s(steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100, help="measured chunks, half of them while recording")
-    parser.add_argument("--blocks", type=int, default=2, help="pairs of (not recording, recording) blocks")
+    parser.add_argument("--requests", type=int, default=100, help="measured chunks per kind of block")
+    parser.add_argument("--blocks", type=int, default=2, help="rotations of (no recorder, recorder, with image)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--bag-steps", type=int, default=60, help="episode steps of the bag-size run (0: skip)")
     parser.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.ros
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 CHUNK_KB = 16
 IMAGE_BYTES = 64 * 64 * 3
-EXPECTED_TYPES = {
+EXPECTED_TYPES = {  # what dtvla-sim --record records: every contract topic but the reasoning image (opt-in)
     "/camera/agentview/image_raw": "sensor_msgs/msg/Image",
     "/camera/wrist/image_raw": "sensor_msgs/msg/Image",
     "/joint_states": "sensor_msgs/msg/JointState",
@@ -36,7 +36,6 @@ EXPECTED_TYPES = {
     "/dtvla_sim_bridge/chunk_request": "std_msgs/msg/Header",
     "/dtvla_policy/action_chunk": "trajectory_msgs/msg/JointTrajectory",
     "/dtvla_policy/chain_of_thought": "std_msgs/msg/String",
-    "/dtvla_policy/reasoning_image": "sensor_msgs/msg/Image",
     "/dtvla_sim_bridge/episode_status": "std_msgs/msg/String",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
     "/clock": "rosgraph_msgs/msg/Clock",
@@ -124,8 +123,8 @@ def test_a_killed_recorder_leaves_a_readable_bag_and_reindex_recovers_every_comp
     the file that was open, and nothing read is torn or out of order."""
     bag = tmp_path / "killed"
     recorder = subprocess.Popen([sys.executable, "-m", "dtvla_policy.ros.recorder_node", str(bag), "--max-bag-size-mb",
-                                 "0.05", "--chunk-size-kb", str(CHUNK_KB)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                 "0.05", "--chunk-size-kb", str(CHUNK_KB), "--reasoning-image"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rng = np.random.default_rng(0)
     qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
     sent = 0

@@ -69,7 +69,8 @@ def convert(bag: str | Path, out: str | Path, namespace: str = "",
     """Write the dataset at `out` (new or empty); returns the conversion report. ValueError when nothing is left."""
     trace = BagTrace.read(bag, namespace)
     recorded = trace.episodes()
-    episodes = [e for e in recorded if e.outcome in outcomes and e.frames]
+    wanted = [e.outcome in outcomes and bool(e.frames) for e in recorded]
+    episodes = [e for e, keep in zip(recorded, wanted, strict=True) if keep]
     if not episodes:
         raise ValueError(f"{bag}: none of its {len(recorded)} ended episodes has an outcome in {list(outcomes)} "
                          "and executed frames")
@@ -86,7 +87,7 @@ def convert(bag: str | Path, out: str | Path, namespace: str = "",
                             "frames": len(e.frames), "frames_without_action": e.frames_without_action}
                            for number, e in enumerate(episodes)],
               "skipped_episodes": [{"recorded_episode": e.episode, "outcome": e.outcome}
-                                   for e in recorded if e not in episodes]}
+                                   for e, keep in zip(recorded, wanted, strict=True) if not keep]}
     with new_directory(out) as root:
         entries = write_episodes(root, ((episode_table(e, cots, with_joints), e.task) for e in episodes), tasks, fps)
         features = {AGENTVIEW_KEY: image_feature(height, width), WRIST_KEY: image_feature(height, width),

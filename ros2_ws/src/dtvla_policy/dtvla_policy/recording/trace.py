@@ -49,7 +49,7 @@ def _stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compared by identity
 class RecordedChunk:
     """One recorded policy answer and what it answered."""
 
@@ -65,7 +65,7 @@ class RecordedChunk:
     max_cot_tokens: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compared by identity
 class RecordedFrame:
     """One executed control step of an episode."""
 
@@ -77,7 +77,7 @@ class RecordedFrame:
     chunk_index: int  # which RecordedChunk it came from (its CoT is the frame's reasoning)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compared by identity
 class RecordedEpisode:
     episode: int
     outcome: str  # success | timeout | failed | aborted

@@ -4,9 +4,11 @@ A thin adapter over `dtvla_policy.recording.bag_writer`: one raw subscription pe
 bytes go to the file as received, no re-serialisation), with the reliability and durability its publisher offers
 (docs/topics.md) and a deeper queue; at a topic's first message the publishers' QoS profiles are read from the
 graph and stored in the bag, as rosbag2 does. Log time = DDS reception time, publish time = the sender's source
-timestamp. Recorded: both cameras, joint states, task, chunk requests, action chunks, chain-of-thought, the
-reasoning image (unless --no-reasoning-image), /diagnostics, episode status (the episode boundaries: the bridge
-publishes each episode's start and end with the stamps of its first and last observation) and the sim clock.
+timestamp. Recorded: both cameras, joint states, task, chunk requests, action chunks, chain-of-thought,
+/diagnostics, episode status (the episode boundaries: the bridge publishes each episode's start and end with the
+stamps of its first and last observation), the sim clock, and with --reasoning-image the reasoning picture. That one
+is off by default: it is drawn from recorded topics (cameras, CoT, chunk), and subscribing to it stalled the policy
+node 1.5-3 s in 5-10 % of its chunks on a loaded 2-core machine (benchmarks/ros_latency.py; none without it).
 Names are relative, so `--ros-args -r __ns:=/robot1` records robot1. SIGINT/SIGTERM close the bag (exit 0).
 """
 
@@ -61,7 +63,7 @@ RECORDED_TOPICS = (
 class RecorderSettings:
     """What and how to record; `max_*` 0 means no limit."""
 
-    reasoning_image: bool = True
+    reasoning_image: bool = False
     max_file_bytes: int = 0
     max_file_duration_s: float = 0.0
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start a new file after this many seconds (0: never)")
     parser.add_argument("--chunk-size-kb", type=int, default=DEFAULT_CHUNK_BYTES // 1024,
                         help="MCAP chunk size: at most this much is lost when the recorder is killed")
-    parser.add_argument("--no-reasoning-image", action="store_true", help=f"skip {contract.POLICY_REASONING_IMAGE}")
+    parser.add_argument("--reasoning-image", action="store_true",
+                        help=f"also record {contract.POLICY_REASONING_IMAGE} (costs the policy latency, see above)")
     return parser
 
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reindex:
             print(json.dumps({"bag": str(Path(args.bag).resolve()), "recovered_files": recover_bag(args.bag)}))
             return 0
-        settings = RecorderSettings(reasoning_image=not args.no_reasoning_image,
+        settings = RecorderSettings(reasoning_image=args.reasoning_image,
                                     max_file_bytes=int(args.max_bag_size_mb * 1e6),
                                     max_file_duration_s=args.max_bag_duration_s, chunk_bytes=args.chunk_size_kb * 1024)
         writer = BagWriter(args.bag, max_file_bytes=settings.max_file_bytes,

@@ -169,10 +169,11 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def wait_for_recorder(watcher: Node, namespace: str, recorder: subprocess.Popen) -> str:
+def wait_for_recorder(watcher: Node, namespace: str, recorder: subprocess.Popen,
+                      settings: RecorderSettings | None = None) -> str:
     """'' once the recorder subscribes to every topic it records (so it misses no message of the run), else why not.
     """
-    expected = len(recorded_topic_names(RecorderSettings()))
+    expected = len(recorded_topic_names(settings or RecorderSettings()))
     deadline = time.monotonic() + RECORDER_READY_S
     while time.monotonic() < deadline:
         if recorder.poll() is not None:
