@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image
 from dtvla_policy.recording.bag_writer import METADATA_FILE
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.recorder_node import main
+from dtvla_policy.ros.sim_launcher import main as sim_main
 from tests.fixtures.recording import MAX_STEPS
 from tests.fixtures.ros import probe_node, stop_node
 
@@ -162,3 +163,5 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), "--reindex"]) == 2
     assert "not a rosbag2 directory" in capsys.readouterr().err
     assert main([str(tmp_path / "new"), "--chunk-size-kb", "0"]) == 2
+    assert sim_main(["--record", str(tmp_path / "taken")]) == 2  # dtvla-sim refuses before starting anything
+    assert "a recording needs a new directory" in capsys.readouterr().err
