@@ -19,10 +19,11 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image
 
 from dtvla_policy.recording.bag_writer import METADATA_FILE
+from dtvla_policy.recording.trace import BagTrace
 from dtvla_policy.ros import contract
 from dtvla_policy.ros.recorder_node import main
 from dtvla_policy.ros.sim_launcher import main as sim_main
-from tests.fixtures.recording import MAX_STEPS
+from tests.fixtures.recording import MAX_STEPS, small_camera_params
 from tests.fixtures.ros import probe_node, stop_node
 
 pytestmark = pytest.mark.ros
@@ -165,3 +166,21 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "new"), "--chunk-size-kb", "0"]) == 2
     assert sim_main(["--record", str(tmp_path / "taken")]) == 2  # dtvla-sim refuses before starting anything
     assert "a recording needs a new directory" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+def test_a_namespaced_robot_is_recorded_under_its_namespace_and_read_back_by_it(tiny_checkpoint, tmp_path):
+    bag = tmp_path / "bag"
+    run = subprocess.run([sys.executable, "-m", "dtvla_policy.ros.sim_launcher", "--params-file",
+                          str(small_camera_params(tmp_path / "sim.yaml")), "--checkpoint", str(tiny_checkpoint),
+                          "--namespace", "robot1", "--max-steps", "4", "--max-cot-tokens", "2", "--record", str(bag),
+                          "--log-dir", str(tmp_path / "logs"), "--timeout", "600"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with Reader(bag) as reader:
+        topics = {c.topic for c in reader.connections}
+    # the robot's own topics under /robot1 (the sim clock too); /diagnostics stays global
+    assert {f"/robot1{t}" for t in EXPECTED_TYPES if t != "/diagnostics"} | {"/diagnostics"} == topics
+    trace = BagTrace.read(bag, "robot1")
+    assert trace.lockstep and len(trace.chunk_records()) == json.loads(run.stdout)["chunks"]
+    assert all(r.mode == "full" for r in trace.chunk_records())  # its own policy's diagnostics, by status name
