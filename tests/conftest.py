@@ -20,4 +20,4 @@ if "ROS_LOG_DIR" not in os.environ:
     _ros_log_dir = tempfile.mkdtemp(prefix="dtvla-ros-log-")
     os.environ["ROS_LOG_DIR"] = _ros_log_dir
     atexit.register(shutil.rmtree, _ros_log_dir, ignore_errors=True)
-pytest_plugins = ["tests.fixtures.checkpoints", "tests.fixtures.datasets"]
+pytest_plugins = ["tests.fixtures.checkpoints", "tests.fixtures.datasets", "tests.fixtures.recording"]

@@ -20,6 +20,8 @@ TORCH_FREE = (
     "dtvla_policy.inference.chunk_health",
     "dtvla_policy.live_view",
     "dtvla_policy.ros.foxglove_bridge",  # a viewer machine needs no torch
+    "dtvla_policy.ros.recorder_node",  # nor a recording one
+    "dtvla_policy.recording.trace",  # reading a bag (bag -> dataset) neither
     "dtvla_sim_bridge.sim",
     "dtvla_sim_bridge.eval.cli",
     "dtvla_sim_bridge.eval.worker",

@@ -30,6 +30,8 @@ setup(
             "policy_node = dtvla_policy.ros.policy_node:main",
             "dtvla-sim = dtvla_policy.ros.sim_launcher:main",
             "dtvla-foxglove = dtvla_policy.ros.foxglove_bridge:main",
+            "dtvla-record = dtvla_policy.ros.recorder_node:main",
+            "dtvla-replay = dtvla_policy.recording.replay_cli:main",
         ],
     },
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,9 @@ def index_features() -> dict[str, dict[str, Any]]:
                                                             for name in INDEX_FEATURES[1:]}}
 
 
-def image_feature(size: int) -> dict[str, Any]:
-    return {"dtype": "image", "shape": [size, size, 3], "names": ["height", "width", "channel"]}
+def image_feature(height: int, width: int | None = None) -> dict[str, Any]:
+    """A camera feature of (height, width) px; one size: square."""
+    return {"dtype": "image", "shape": [height, width or height, 3], "names": ["height", "width", "channel"]}
 
 
 def episode_path(root: Path, episode_index: int) -> Path:
@@ -87,6 +88,20 @@ def write_episode(root: Path, episode_index: int, table: pa.Table, row_group_siz
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=row_group_size)
     return path
+
+
+def write_episodes(root: Path, episodes: Iterable[tuple[pa.Table, str]], tasks: Sequence[str],
+                   fps: float) -> list[EpisodeEntry]:
+    """Write each (frame columns, task) as episode 0, 1, ... with its index columns added (task_index = position in
+    `tasks`, global indices running on); returns the meta/episodes.jsonl entries for `write_meta`."""
+    entries, first_index = [], 0
+    for number, (table, task) in enumerate(episodes):
+        for name, column in index_columns(number, first_index, tasks.index(task), table.num_rows, fps).items():
+            table = table.append_column(name, column)
+        write_episode(root, number, table)
+        entries.append(EpisodeEntry(number, task, table.num_rows))
+        first_index += table.num_rows
+    return entries
 
 
 def write_meta(root: Path, *, fps: float, features: dict[str, dict[str, Any]], tasks: Sequence[str],

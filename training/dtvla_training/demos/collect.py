@@ -40,13 +40,11 @@ from dtvla_sim_bridge.sim.expert_session import ExpertSession
 from dtvla_sim_bridge.sim.suites import INIT_STATES, parse_index_ranges
 from dtvla_training.data.lerobot_dataset import ACTION_KEY, AGENTVIEW_KEY, NORM_STATS_PATH, WRIST_KEY
 from dtvla_training.data.lerobot_writer import (
-    EpisodeEntry,
     image_column,
     image_feature,
-    index_columns,
     png,
     vector_column,
-    write_episode,
+    write_episodes,
     write_meta,
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
@@ -222,15 +220,8 @@ def _report(collection: Collection, records: list[dict[str, Any]]) -> dict[str, 
 def _assemble(root: Path, parts: Path, kept: list[dict[str, Any]], report: dict[str, Any]) -> None:
     """The dataset from the successful parts: episodes numbered 0.. in (task, init state) order."""
     languages = list(dict.fromkeys(r["task_language"] for r in kept))
-    entries, index = [], 0
-    for episode, record in enumerate(kept):
-        table = pq.read_table(part_path(parts, record["task"], record["init_state"]))
-        task_index = languages.index(record["task_language"])
-        for name, column in index_columns(episode, index, task_index, table.num_rows, CONTROL_FREQ_HZ).items():
-            table = table.append_column(name, column)
-        write_episode(root, episode, table)
-        entries.append(EpisodeEntry(episode, record["task_language"], table.num_rows))
-        index += table.num_rows
+    entries = write_episodes(root, ((pq.read_table(part_path(parts, r["task"], r["init_state"])), r["task_language"])
+                                    for r in kept), languages, CONTROL_FREQ_HZ)
     size = report["image_size"]
     features = {
         AGENTVIEW_KEY: image_feature(size),

@@ -21,6 +21,7 @@ CAMERA_KEYS = (AGENTVIEW_KEY, WRIST_KEY)
 ACTION_KEY = "action"
 REASONING_KEY = "reasoning"
 STATE_KEY = "observation.state"  # LIBERO's 8 dims: eef position, eef axis-angle, finger joints
+JOINT_STATE_KEY = "observation.joint_state"  # recorded robot joint positions (/joint_states), as dtvla-record saw them
 SCENE_KEY = "observation.scene"  # dtvla's demonstrations: `SceneState.to_json()` per frame (the annotator reads it)
 TASK_INDEX_KEY = "task_index"
 EPISODE_INDEX_KEY = "episode_index"

@@ -1,8 +1,9 @@
 """The topic contract between the policy node, the sim bridge and operators (docs/topics.md), in one place.
 
-Names are defaults: every one can be remapped with `--ros-args -r old:=new`. QoS follows the stream: sensor
-data (best effort, keep last 1) where a lost frame is harmless, reliable for commands, transient local (latched)
-for the task instruction and episode status, so late joiners get the current value.
+Names (defined in the rclpy-free `dtvla_policy.topic_names`) are defaults: every one can be remapped with
+`--ros-args -r old:=new`. QoS follows the stream: sensor data (best effort, keep last 1) where a lost frame is
+harmless, reliable for commands, transient local (latched) for the task instruction and episode status, so late
+joiners get the current value.
 """
 
 from __future__ import annotations
@@ -14,33 +15,29 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-from dtvla_policy.model.conventions import COMMAND_NAMES
-
-# Relative names: under a namespace (`__ns:=/robot1`, PushRosNamespace) each robot's policy and bridge find each
-# other there and two robots on one domain do not mix. /diagnostics stays global (the aggregator's convention;
-# status names carry the namespace). Sim time: the bridge publishes `clock` (also relative, so two lockstep sims do
-# not fight over one /clock); rclpy's use_sim_time listens on the absolute /clock, so a namespaced policy needs
-# the remap `/clock:=clock` (CLOCK_REMAP), which sim.launch.py and dtvla-sim pass.
-AGENTVIEW_TOPIC = "camera/agentview/image_raw"
-WRIST_TOPIC = "camera/wrist/image_raw"
-JOINT_STATES_TOPIC = "joint_states"
-TASK_TOPIC = "task/instruction"
-ACTION_CHUNK_TOPIC = "~/action_chunk"  # <ns>/dtvla_policy/action_chunk
-CHAIN_OF_THOUGHT_TOPIC = "~/chain_of_thought"
-REASONING_IMAGE_TOPIC = "~/reasoning_image"
-DIAGNOSTICS_TOPIC = "/diagnostics"
-POLICY_ACTION_CHUNK = "dtvla_policy/action_chunk"  # what the bridge subscribes to
-POLICY_CHAIN_OF_THOUGHT = "dtvla_policy/chain_of_thought"  # what viewers subscribe to
-POLICY_REASONING_IMAGE = "dtvla_policy/reasoning_image"
-CHUNK_REQUEST_TOPIC = "dtvla_sim_bridge/chunk_request"  # std_msgs/Header: "answer the frames with this stamp"
-EPISODE_STATUS_TOPIC = "dtvla_sim_bridge/episode_status"  # std_msgs/String, JSON, latched
-RESET_SERVICE = "dtvla_sim_bridge/reset"  # std_srvs/Trigger
-CLOCK_TOPIC = "clock"  # rosgraph_msgs/Clock, lockstep sim time: /clock without a namespace
-CLOCK_REMAP = ("/clock", CLOCK_TOPIC)  # for nodes with use_sim_time: rclpy subscribes to the absolute /clock
-
-CHUNK_JOINT_NAMES = COMMAND_NAMES  # JointTrajectory.joint_names of an action chunk
-# Franka Panda joints as LIBERO/robosuite name them (robot0_joint_pos + the two finger joints).
-ROBOT_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
+# The names live in the rclpy-free `topic_names` (bag readers use them too); re-exported here with the QoS.
+from dtvla_policy.topic_names import (  # noqa: F401
+    ACTION_CHUNK_TOPIC,
+    AGENTVIEW_TOPIC,
+    CHAIN_OF_THOUGHT_TOPIC,
+    CHUNK_JOINT_NAMES,
+    CHUNK_REQUEST_TOPIC,
+    CLOCK_REMAP,
+    CLOCK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    EPISODE_STATUS_TOPIC,
+    JOINT_STATES_TOPIC,
+    POLICY_ACTION_CHUNK,
+    POLICY_CHAIN_OF_THOUGHT,
+    POLICY_REASONING_IMAGE,
+    REASONING_IMAGE_TOPIC,
+    RESET_SERVICE,
+    ROBOT_JOINT_NAMES,
+    TASK_TOPIC,
+    WRIST_TOPIC,
+    absolute_name,
+    status_name,
+)
 
 SENSOR_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -61,7 +58,3 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
-
-def status_name(node_fqn: str, what: str) -> str:
-    """A /diagnostics status name, `robot1/dtvla_policy: inference`: unique per robot on the shared topic."""
-    return f"{node_fqn.lstrip('/')}: {what}"

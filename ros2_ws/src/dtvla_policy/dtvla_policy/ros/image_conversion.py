@@ -3,14 +3,20 @@
 Honours row padding (`step`) and endianness; converts between rgb8, bgr8 and mono8 (mono8 -> RGB by
 replication, colour -> mono8 by ITU-R 601 luma). Publishing always fills `data` with `arr.tobytes()`: assigning an
 ndarray is ~700x slower in rclpy.
+
+The readers are duck-typed (any object with Image's fields), so bag replay decodes recorded frames with the very
+conversion the policy node used, without importing ROS; only `numpy_to_image` builds a real message.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sensor_msgs.msg import Image
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import Image
 
 _ENCODINGS: dict[str, tuple[type, int]] = {
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -67,6 +73,7 @@ def rgb8_to_mono8(arr: np.ndarray) -> np.ndarray:
 
 def numpy_to_image(arr: np.ndarray, encoding: str = "rgb8", stamp=None, frame_id: str = "") -> Image:
     """HxW(xC) array -> Image in `encoding` (no colour conversion: the array must already be in it)."""
+    from sensor_msgs.msg import Image
     if encoding not in _ENCODINGS:
         raise ImageConversionError(f"unsupported encoding {encoding!r}; supported: {sorted(_ENCODINGS)}")
     dtype, channels = _ENCODINGS[encoding]

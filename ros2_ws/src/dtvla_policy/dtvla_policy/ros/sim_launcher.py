@@ -7,7 +7,8 @@ does after its episodes), and the other is then stopped with SIGINT, as the laun
 Shutdown does. It exits with their exit codes. The summary reports the settings the nodes ran with: the
 parameter file's values and the overrides passed. With no --checkpoint it writes (once) and uses a tiny
 random-init checkpoint and says so loudly; a checkpoint exported by `make demo-checkpoint` (it carries
-`demo_eval.json`) is announced with its measured held-out success beside the floors.
+`demo_eval.json`) is announced with its measured held-out success beside the floors. `--record DIR` also runs
+`dtvla-record` (started first, its subscriptions in place before the nodes start, stopped last) into bag DIR.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.node import Node, NodeNameNonExistentError
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
@@ -37,10 +38,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dtvla_policy.protocol import NODE_MODES
 from dtvla_policy.ros import contract
+from dtvla_policy.ros.recorder_node import NODE_NAME as RECORDER_NODE
+from dtvla_policy.ros.recorder_node import RecorderSettings, recorded_topic_names
 from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, RUN_OPTIONS, SimSettings, default_params_file
+from dtvla_policy.topic_names import EPISODE_END_STATES
 
-FINAL_STATES = ("success", "timeout", "failed", "aborted")
 FINAL_STATUS_WAIT_S = 5.0  # after the bridge exits, for its last episode status still in the watcher's queue
+RECORDER_READY_S = 60.0  # for the recorder process to start and subscribe to every topic
 # Reliable, latched, and deep enough that an episode's end and the "finished" right after it both arrive.
 STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -111,7 +115,7 @@ class RunState:
             self.current = status
             # "finished" follows the last episode's end and still carries its result in "outcome"
             outcome = status.get("outcome") if status.get("state") == "finished" else status.get("state")
-            if outcome in FINAL_STATES and "episode" in status:
+            if outcome in EPISODE_END_STATES and "episode" in status:
                 self.episodes[int(status["episode"])] = {**status, "state": outcome}
 
     def on_chunk(self, _msg: JointTrajectory) -> None:
@@ -165,7 +169,29 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def wait_for_recorder(watcher: Node, namespace: str, recorder: subprocess.Popen,
+                      settings: RecorderSettings | None = None) -> str:
+    """'' once the recorder subscribes to every topic it records (so it misses no message of the run), else why not.
+    """
+    expected = len(recorded_topic_names(settings or RecorderSettings()))
+    deadline = time.monotonic() + RECORDER_READY_S
+    while time.monotonic() < deadline:
+        if recorder.poll() is not None:
+            return f"recorder exited with code {recorder.returncode} before it was ready"
+        try:
+            topics = watcher.get_subscriber_names_and_types_by_node(RECORDER_NODE, namespace or "/")
+        except NodeNameNonExistentError:
+            topics = []
+        if len(topics) >= expected:
+            return ""
+        time.sleep(0.1)
+    return f"recorder not subscribed to its {expected} topics after {RECORDER_READY_S} s"
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.record and Path(args.record).exists():
+        print(f"dtvla-sim: --record {args.record} exists; a recording needs a new directory", file=sys.stderr)
+        return 2
     untrained = args.checkpoint is None
     checkpoint = ensure_tiny_checkpoint() if untrained else Path(args.checkpoint).expanduser().resolve()
     banner = UNTRAINED_BANNER.format(path=checkpoint) if untrained else demo_banner(checkpoint)
@@ -192,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
         "bridge": node_command("dtvla_sim_bridge.ros.sim_bridge_node", params_file, settings.overrides[BRIDGE_NODE],
                                namespace, cameras),
     }
+    if args.record:
+        recorder = [sys.executable, "-m", "dtvla_policy.ros.recorder_node", str(Path(args.record).resolve()),
+                    "--ros-args", *(["-r", f"__ns:={namespace}"] if namespace else [])]
+        commands = {"recorder": recorder, **commands}
     state = RunState(inference_status=contract.status_name(f"{namespace}/{POLICY_NODE}", "inference"))
     context = Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -214,6 +244,10 @@ def run(args: argparse.Namespace) -> int:
         for name, command in commands.items():
             with logs[name].open("w") as log:
                 processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            if name == "recorder":
+                error = wait_for_recorder(watcher, namespace, processes[name])
+                if error:
+                    raise RuntimeError(error)
         shown: dict = {}
         with tqdm(total=episodes or None, unit="episode", desc=label, file=sys.stderr, mininterval=1.0) as bar:
             while True:
@@ -239,9 +273,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         error = "interrupted"
+    except RuntimeError:
+        pass  # `error` says what went wrong
     finally:
-        # either node ending ends the run (as sim.launch.py's OnProcessExit -> Shutdown): stop the other
-        exit_codes = {name: stop(process) for name, process in processes.items()}
+        # either node ending ends the run (as sim.launch.py's OnProcessExit -> Shutdown): stop the other; the
+        # recorder last, so it writes everything the nodes sent
+        exit_codes = {name: stop(processes[name]) for name in sorted(processes, key=lambda n: n == "recorder")}
         executor.shutdown()
         spinner.join(timeout=10)
         watcher.destroy_node()
@@ -267,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_s": round(time.monotonic() - start, 1),
         "exit_codes": exit_codes,
         "logs": str(log_dir),
+        "bag": str(Path(args.record).resolve()) if args.record else None,
         "error": error,
         "settings": settings.as_dict(),
     }
@@ -310,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agentview-topic", default="", help=f"remap {contract.AGENTVIEW_TOPIC} (both nodes)")
     parser.add_argument("--wrist-topic", default="", help=f"remap {contract.WRIST_TOPIC} (both nodes)")
     parser.add_argument("--log-dir", default=None, help="node logs (default: runs/sim-<time>/)")
+    parser.add_argument("--record", default=None, metavar="DIR",
+                        help="also record the run with dtvla-record into bag DIR (a new directory)")
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     return parser
 

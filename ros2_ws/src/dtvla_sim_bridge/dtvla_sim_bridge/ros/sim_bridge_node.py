@@ -182,6 +182,9 @@ class _Episode:
     chunks_stale: int = 0  # well-formed but not answering the pending request (lockstep) / older (realtime)
     request_timeouts: int = 0  # lockstep misses: requests repeated after chunk_timeout_s
     error: str = ""
+    # Stamps of the episode's first and newest observation (-1: none yet): a recording's episode boundaries.
+    first_stamp_ns: int = -1
+    last_stamp_ns: int = -1
 
 
 def _stamp_key(stamp: TimeMsg) -> tuple[int, int]:
@@ -443,6 +446,10 @@ class SimBridgeNode(FinishingNode):
         self._joints_pub.publish(joints)
         self._frame = frame
         self._stamp = stamp
+        stamp_ns = Time.from_msg(stamp).nanoseconds
+        if self._episode.first_stamp_ns < 0:
+            self._episode.first_stamp_ns = stamp_ns
+        self._episode.last_stamp_ns = stamp_ns
 
     def _request_chunk(self) -> None:
         """Ask for the chunk answering the observation just published."""
@@ -467,6 +474,8 @@ class SimBridgeNode(FinishingNode):
             "chunks_stale": episode.chunks_stale,
             "misses": episode.request_timeouts + progress.holds,  # lockstep: timeouts; realtime: hold steps
             "error": episode.error,
+            "first_stamp_ns": episode.first_stamp_ns,
+            "last_stamp_ns": episode.last_stamp_ns,
             "episodes_done": self._episodes_done(),
             "successes": self._successes,
         }
