@@ -24,8 +24,9 @@ from dtvla_policy.ros import contract
 from dtvla_policy.ros.sim_params import BRIDGE_NODE, POLICY_NODE, RUN_OPTIONS, SimSettings, parse_options
 from launch import LaunchDescription
 
-NO_CHECKPOINT = ("no checkpoint: pass checkpoint:=DIR (or set it in params_file). No default checkpoint ships yet; "
-                 "`dtvla-tiny-checkpoint DIR` writes an UNTRAINED one (noise actions) to try the plumbing")
+NO_CHECKPOINT = ("no checkpoint: pass checkpoint:=DIR (or set it in params_file). The package ships none; the "
+                 "repository's assets/demo_checkpoint is a small demo policy, and `dtvla-tiny-checkpoint DIR` writes "
+                 "an UNTRAINED one (noise actions) to try the plumbing")
 
 
 def about(option: str) -> str:
@@ -34,8 +35,8 @@ def about(option: str) -> str:
 
 ARGUMENTS = [
     DeclareLaunchArgument("checkpoint", default_value="", description=f"{RUN_OPTIONS['checkpoint'].help}, required "
-                          "(here or in params_file): none ships yet; `dtvla-tiny-checkpoint DIR` writes an "
-                          "untrained one"),
+                          "(here or in params_file): the package ships none; the repository's assets/demo_checkpoint "
+                          "is a small demo policy"),
     DeclareLaunchArgument("mode", default_value="", description=about("mode")),
     DeclareLaunchArgument("device", default_value="", description=about("device")),
     DeclareLaunchArgument("dtype", default_value="", description=about("dtype")),
