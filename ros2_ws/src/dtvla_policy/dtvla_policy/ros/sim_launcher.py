@@ -94,6 +94,11 @@ def ensure_tiny_checkpoint() -> Path:
     return path
 
 
+class RecorderNotReady(Exception):
+    """--record: the recorder did not subscribe to every topic, so the run must not start (nothing would be lost
+    silently); caught by `run`, which stops what it started. Its own type, so no other error is swallowed."""
+
+
 @dataclass
 class RunState:
     """What the watcher saw: final episode records, chunk count, per-chunk policy latency."""
@@ -247,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             if name == "recorder":
                 error = wait_for_recorder(watcher, namespace, processes[name])
                 if error:
-                    raise RuntimeError(error)
+                    raise RecorderNotReady(error)
         shown: dict = {}
         with tqdm(total=episodes or None, unit="episode", desc=label, file=sys.stderr, mininterval=1.0) as bar:
             while True:
@@ -273,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         error = "interrupted"
-    except RuntimeError:
-        pass  # `error` says what went wrong
+    except RecorderNotReady:
+        pass  # `error` already says why; the nodes started so far are stopped below
     finally:
         # either node ending ends the run (as sim.launch.py's OnProcessExit -> Shutdown): stop the other; the
         # recorder last, so it writes everything the nodes sent
