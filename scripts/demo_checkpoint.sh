@@ -2,7 +2,7 @@
 # `make demo-checkpoint`: the whole learning loop on this CPU, each stage resumable (rerun to continue):
 #   random-init demo model -> scripted demonstrations -> CoT annotations -> SFT -> held-out evaluation
 #   (model in full and masked mode, beside the replay and no-op floors, with and without object jitter)
-#   -> a bf16 export with the evaluation summaries in it.
+#   of its bf16 export, which then carries the evaluation summaries.
 # Settings come from the environment (defaults below); docs/training.md "The demo checkpoint" explains them.
 set -euo pipefail
 
@@ -49,8 +49,13 @@ fi
 sft=(dtvla-train-sft --config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$INIT"
      --output-dir "$OUT/sft")
 if [ -f "$OUT/sft/checkpoints/latest" ]; then "${sft[@]}" --resume; else "${sft[@]}"; fi
-checkpoint="$OUT/sft/checkpoints/$(cat "$OUT/sft/checkpoints/latest")"
-stage "trained: $checkpoint"
+step="$(cat "$OUT/sft/checkpoints/latest")"
+stage "trained: $OUT/sft/checkpoints/$step"
+# Evaluate what ships: the bf16 export (bf16 weights decode slightly differently from the fp32 training step).
+checkpoint="$OUT/export-$step"
+if [ ! -f "$checkpoint/config.json" ]; then
+  dtvla-export-checkpoint "$OUT/sft/checkpoints/$step" "$checkpoint" --dtype bfloat16
+fi
 
 evaluate() {  # name, then dtvla-eval options
   local name=$1; shift
@@ -67,7 +72,5 @@ for jitter in 0 "$JITTER"; do
 done
 
 python -m dtvla_training.demos.eval_report "$OUT/eval" --out "$OUT/eval/demo_eval.json"
-rm -rf "$OUT/export"
-dtvla-export-checkpoint "$checkpoint" "$OUT/export" --dtype bfloat16 \
-  --include "$OUT/eval/demo_eval.json" "$OUT/eval/demo_eval.md"
-stage "done: $OUT/export (copy it to assets/demo_checkpoint to make it the default of make sim)"
+cp "$OUT/eval/demo_eval.json" "$OUT/eval/demo_eval.md" "$checkpoint/"   # dtvla-sim's banner reads them
+stage "done: $checkpoint (copy it to assets/demo_checkpoint to make it the default of make sim)"
