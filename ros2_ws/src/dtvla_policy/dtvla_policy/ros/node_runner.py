@@ -6,8 +6,11 @@ rclpy's own handlers would raise KeyboardInterrupt anywhere (LIBERO's reset loop
 continue`) and shut the context down from another thread, racing the executor's next wait set (ros2/rclpy#1166:
 RCLError, exit code 1). Python runs signal handlers only between bytecodes, and the executor's wait blocks in C
 until some entity is ready, so a steady-clock timer wakes it at SIGNAL_POLL_S: without it a node whose only
-timers follow an idle /clock (use_sim_time) would never see the signal. Until the executor spins, SIGTERM acts as
-Ctrl-C.
+timers follow an idle /clock (use_sim_time) would never see the signal. While the node is being built, the first
+SIGINT/SIGTERM is only remembered (the node stops as soon as its executor spins, exit 0): raised inside
+library code it becomes that code's error (robosuite's sensor check turns it into `ValueError: Current sensor ... is
+invalid` with a bare `except:`), so a launcher stopping a bridge that is still building its env saw exit code 1. A
+second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ def _interrupt() -> None:
     raise KeyboardInterrupt
 
 
+class _DeferredSignal:
+    """SIGINT/SIGTERM handler while the node is built: the first signal is remembered, a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, *_) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+
+
 class FinishingNode(Node):
     """A node that ends its process by itself: `finished` gets the exit code."""
 
@@ -41,7 +56,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
              startup_errors: tuple[type[Exception], ...] = ()) -> None:
     """Build the node with `factory` and spin it; `startup_errors` while building log FATAL and exit 1."""
     code = 0
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    deferred = _DeferredSignal()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, deferred)
     try:
         with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             try:
@@ -55,6 +72,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             node.create_timer(SIGNAL_POLL_S, lambda: None, clock=Clock(clock_type=ClockType.STEADY_TIME))
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.trigger())
+            if deferred.received:
+                stop.trigger()
             try:
                 if isinstance(node, FinishingNode):
                     executor.spin_until_future_complete(node.finished)
