@@ -27,7 +27,7 @@ from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dtvla_policy.inference.chunk_health import ChunkHealth, ChunkRecord, HealthThresholds
-from dtvla_policy.inference.engine import Observation, PolicyEngine, Prediction
+from dtvla_policy.inference.engine import Observation, PolicyEngine
 from dtvla_policy.inference.observation_pairing import CameraFrame, FramePair, ObservationPairer
 from dtvla_policy.inference.reasoning_view import render_reasoning_view
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS
@@ -385,7 +385,7 @@ class PolicyNode(Node):
             view = render_reasoning_view(pair.agentview.image, pair.wrist.image, prediction.cot, actions,
                                          caption=f"{settings.mode} | {task}")
             self.image_pub.publish(numpy_to_image(view, "rgb8", stamp=stamp, frame_id="reasoning"))
-        self._publish_diagnostics(prediction)
+        self._publish_diagnostics()
 
     def _decode_config(self) -> DecodeConfig:
         """The decoding in use: upstream's defaults with this node's (run-time changeable) CoT cap."""
@@ -403,7 +403,7 @@ class PolicyNode(Node):
             ))
         return msg
 
-    def _publish_diagnostics(self, prediction: Prediction | None = None) -> None:
+    def _publish_diagnostics(self) -> None:
         settings = self.settings
         level = DiagnosticStatus.OK
         message = "ok"
