@@ -30,6 +30,7 @@ from dtvla_policy.inference.chunk_health import ChunkHealth, ChunkRecord, Health
 from dtvla_policy.inference.engine import Observation, PolicyEngine
 from dtvla_policy.inference.observation_pairing import CameraFrame, FramePair, ObservationPairer
 from dtvla_policy.inference.reasoning_view import render_reasoning_view
+from dtvla_policy.latest_only_worker import LatestOnlyWorker
 from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS
 from dtvla_policy.protocol import COT_CAP_EVAL, NODE_MODES, DecodeConfig
 from dtvla_policy.ros import contract
@@ -128,6 +129,7 @@ class PolicyNode(Node):
         self._cv = threading.Condition()
         self._stopping = False
         self._worker: threading.Thread | None = None
+        self._view_worker: LatestOnlyWorker | None = None
         self._log_handler: RosLogHandler | None = None
         super().__init__("dtvla_policy", **kwargs)
         self._log_handler = route_library_logs(self.get_logger())  # engine warnings to /rosout, rate-limited
@@ -170,6 +172,10 @@ class PolicyNode(Node):
         self.create_subscription(Header, contract.CHUNK_REQUEST_TOPIC, self._on_request, contract.COMMAND_QOS)
         # wall-clock reporting, also while an idle simulator holds /clock still
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # the reasoning picture is drawn and sent off the inference thread: a reliable subscriber to it could
+        # block that publish for seconds (docs/topics.md)
+        self._view_worker = LatestOnlyWorker(self._publish_reasoning_image, "dtvla-reasoning-image",
+                                             on_error=self._on_view_error)
         self._worker = threading.Thread(target=self._work, name="dtvla-inference", daemon=True)
         self._worker.start()
 
@@ -382,10 +388,16 @@ class PolicyNode(Node):
                          error_level=DiagnosticStatus.OK,
                          observation_age_ms=(self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6)
         if settings.publish_reasoning_image:
-            view = render_reasoning_view(pair.agentview.image, pair.wrist.image, prediction.cot, actions,
-                                         caption=f"{settings.mode} | {task}")
-            self.image_pub.publish(numpy_to_image(view, "rgb8", stamp=stamp, frame_id="reasoning"))
+            self._view_worker.submit((pair, prediction.cot, actions, f"{settings.mode} | {task}", stamp))
         self._publish_diagnostics()
+
+    def _publish_reasoning_image(self, job: tuple) -> None:
+        pair, cot, actions, caption, stamp = job
+        view = render_reasoning_view(pair.agentview.image, pair.wrist.image, cot, actions, caption=caption)
+        self.image_pub.publish(numpy_to_image(view, "rgb8", stamp=stamp, frame_id="reasoning"))
+
+    def _on_view_error(self, err: Exception) -> None:
+        self.get_logger().error(f"reasoning image failed: {type(err).__name__}: {err}", throttle_duration_sec=10.0)
 
     def _decode_config(self) -> DecodeConfig:
         """The decoding in use: upstream's defaults with this node's (run-time changeable) CoT cap."""
@@ -422,7 +434,8 @@ class PolicyNode(Node):
                   "decode_deviations": json.dumps(self._decode_config().deviations(), sort_keys=True),
                   "cot_tokens": self.last["cot_tokens"],
                   "observation_age_ms": round(self.last["observation_age_ms"], 1),
-                  **self.stats, **{k: round(v, 2) for k, v in self.last["timings"].items()},
+                  **self.stats, "reasoning_images_dropped": self._view_worker.dropped,
+                  **{k: round(v, 2) for k, v in self.last["timings"].items()},
                   **{k: round(v, 2) for k, v in health_values.items()}}
         if self.last["joint_state_stamp_ns"] is not None:
             age = (self.get_clock().now().nanoseconds - self.last["joint_state_stamp_ns"]) / 1e9
@@ -444,6 +457,8 @@ class PolicyNode(Node):
             self._cv.notify()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        if self._view_worker is not None:
+            self._view_worker.close()
         unroute_library_logs(self._log_handler)
         self._log_handler: RosLogHandler | None = None
         super().destroy_node()
