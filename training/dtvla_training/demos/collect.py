@@ -4,7 +4,8 @@ Worker processes each own one `LiberoSim` with both cameras at `--image-size` (r
 sees them) and run the scripted expert (`dtvla_sim_bridge.sim.expert`) through the one episode loop, one action per
 step. Every frame stores what the expert saw and did: the two camera images (PNG), `observation.state` (LIBERO's 8
 dims), the `action` it sent, and `observation.scene` (its `SceneState` as JSON, which the CoT annotator reads).
-Demonstrations that do not reach the goal within the step cap are dropped and counted.
+Demonstrations that do not reach the goal within the step cap are dropped and counted. With `--action-noise` the
+executed commands are perturbed and the recorded `action` stays the expert's clean command (`action_noise`: DART).
 
 Each finished demonstration goes to a parts directory beside the output (`.<name>.parts/`: one parquet file per
 successful episode and a JSONL record per attempt), so an interrupted collection resumes where it stopped. When all
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from dtvla_policy.atomic_directory import new_directory
 from dtvla_policy.atomic_file import write_json
 from dtvla_policy.lerobot_layout import SCENE_KEY, STATE_KEY
-from dtvla_policy.model.conventions import ACTION_DIM, COMMAND_NAMES
+from dtvla_policy.model.conventions import ACTION_DIM, CHUNK_STEPS, COMMAND_NAMES
 from dtvla_policy.protocol import UPSTREAM_EPISODE, EpisodeProtocol
 from dtvla_sim_bridge.eval.records import EpisodeLog, read_records
 from dtvla_sim_bridge.sim import CONTROL_FREQ_HZ, Frame, LiberoSim, Outcome, get_suite, libero_state
@@ -48,6 +49,7 @@ from dtvla_training.data.lerobot_writer import (
     write_meta,
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
+from dtvla_training.demos.action_noise import ActionNoise, noise_rng
 
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right")
@@ -65,8 +67,11 @@ class Collection:
     fast_render: bool = False  # LiberoSim(fast_render=True): no MSAA, no reflection pass; training data only
     env_seed: int = UPSTREAM_EPISODE.env_seed
     settle_steps: int = UPSTREAM_EPISODE.settle_steps
+    action_noise: float = 0.0  # std (action units) of the offsets on executed commands; labels stay clean
+    action_noise_hold_steps: int = CHUNK_STEPS  # steps one offset is held (one chunk)
 
     def __post_init__(self) -> None:
+        ActionNoise(self.action_noise, self.action_noise_hold_steps, np.random.default_rng())  # validates
         if self.image_size < 8:
             raise ValueError(f"--image-size must be >= 8 px, got {self.image_size}")
         if self.max_steps < 1:
@@ -102,12 +107,14 @@ class DemoRecorder:
         try:
             loop, expert = self.session.for_task(task)
             record["task_language"] = loop.sim.task_language
+            noise = ActionNoise(self.collection.action_noise, self.collection.action_noise_hold_steps,
+                                noise_rng(self.collection.env_seed, task, init_state))
 
             def act(frame: Frame, _: str) -> np.ndarray:
                 action = expert.act(frame)
                 rows.append({"agentview": png(frame.agentview), "wrist": png(frame.wrist),
                              "state": libero_state(frame), "action": action, "scene": expert.scene.to_json()})
-                return action[None]
+                return noise(action)[None]
 
             episode = loop.run(init_state, act)
             record.update(success=episode.outcome is Outcome.SUCCESS, outcome=str(episode.outcome),
@@ -261,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast-render", action="store_true",
                         help="render without MSAA and reflections (~2.8x less CPU; pixels differ by ~3/255 on average "
                              "from the evaluation's rendering)")
+    parser.add_argument("--action-noise", type=float, default=0.0,
+                        help="std of offsets (action units) added to the executed x, y, z commands, one per "
+                             "--action-noise-hold-steps, "
+                             "while the clean commands are recorded (DART; default 0: the expert as it is)")
+    parser.add_argument("--action-noise-hold-steps", type=int, default=CHUNK_STEPS,
+                        help="steps each offset is held (default: one chunk)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one LIBERO env each)")
     parser.add_argument("--out", required=True, help="dataset directory to create (must not exist or be empty)")
     return parser
@@ -274,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                          args.episodes_per_task)
         collection = Collection(suite=spec.name, image_size=args.image_size,
                                 max_steps=args.max_steps or spec.max_steps, object_jitter_m=args.object_jitter_m,
-                                fast_render=args.fast_render)
+                                fast_render=args.fast_render, action_noise=args.action_noise,
+                                action_noise_hold_steps=args.action_noise_hold_steps)
         report = collect_demos(args.out, collection, jobs, args.workers, log=sys.stderr)
     except (ValueError, FileExistsError) as exc:
         print(f"dtvla-collect-demos: error: {exc}", file=sys.stderr)
