@@ -13,6 +13,7 @@ EPISODES_PER_TASK=${DEMO_EPISODES_PER_TASK:-20}
 EVAL_FIRST_INIT=${DEMO_EVAL_FIRST_INIT:-40}     # held out: never demonstrated
 EVAL_TRIALS=${DEMO_EVAL_TRIALS:-10}
 JITTER=${DEMO_JITTER:-0.02}                     # metres, demonstrations and the jittered evaluation
+ACTION_NOISE=${DEMO_ACTION_NOISE:-0}            # DART offsets on executed x/y/z commands (dtvla-collect-demos)
 # Render size of the evaluation (upstream: 256, resized to the model's input). The demo model sees 112 px and was
 # trained on 112 px renders, so 128 px keeps it close to its data at a third of the rendering cost; the blind floors
 # never look at the images, so their results do not depend on it.
@@ -20,6 +21,8 @@ EVAL_CAMERA_SIZE=${DEMO_EVAL_CAMERA_SIZE:-128}
 IMAGE_SIZE=${DEMO_IMAGE_SIZE:-112}             # the demo model's input size: no resize
 WORKERS=${DEMO_WORKERS:-2}
 SFT_CONFIG=${DEMO_SFT_CONFIG:-config/train/demo.yaml}
+SFT_RANKS=${DEMO_SFT_RANKS:-1}                  # 2: two gloo processes of one thread (torchrun), global batch x2
+read -r -a SFT_ARGS <<< "${DEMO_SFT_ARGS:-}"    # extra dtvla-train-sft overrides, e.g. "--max-steps 4000"
 export OMP_WAIT_POLICY=PASSIVE                  # spinning OpenMP threads starve the loader: ~3x slower SFT here
 
 stage() { echo "== demo-checkpoint: $*" >&2; }
@@ -35,7 +38,19 @@ fi
 if [ ! -f "$OUT/demos/meta/info.json" ]; then
   stage "scripted demonstrations -> $OUT/demos"
   dtvla-collect-demos --suite "$SUITE" --init-states "$TRAIN_INITS" --episodes-per-task "$EPISODES_PER_TASK" \
-    --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --fast-render --workers "$WORKERS" --out "$OUT/demos"
+    --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --action-noise "$ACTION_NOISE" --fast-render \
+    --workers "$WORKERS" --out "$OUT/demos"
+fi
+# The replay floor replays recorded commands open-loop: with action noise those are not what ran, so the floor gets
+# its own demonstrations without noise (3 attempts per task; replay takes the first that succeeded).
+REPLAY_DEMOS="$OUT/demos"
+if [ "$ACTION_NOISE" != 0 ]; then
+  REPLAY_DEMOS="$OUT/replay-demos"
+  if [ ! -f "$REPLAY_DEMOS/meta/info.json" ]; then
+    stage "demonstrations without noise for the replay floor -> $REPLAY_DEMOS"
+    dtvla-collect-demos --suite "$SUITE" --init-states "$TRAIN_INITS" --episodes-per-task 3 \
+      --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --fast-render --workers "$WORKERS" --out "$REPLAY_DEMOS"
+  fi
 fi
 
 if [ ! -f "$OUT/dataset/meta/info.json" ]; then
@@ -46,8 +61,14 @@ if [ ! -f "$OUT/dataset/meta/info.json" ]; then
   dtvla-norm-stats "$OUT/dataset" --outlier-iqr-multiple 0
 fi
 
-sft=(dtvla-train-sft --config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$INIT"
-     --output-dir "$OUT/sft")
+sft=(--config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$INIT" --output-dir "$OUT/sft" "${SFT_ARGS[@]}")
+# A trained checkpoint keeps its action normalisation: its actions are bins of its own norm stats.
+if [ -n "${DEMO_INIT:-}" ] && [ -f "$INIT/norm_stats.json" ]; then sft+=(--norm-stats "$INIT/norm_stats.json"); fi
+if [ "$SFT_RANKS" -gt 1 ]; then
+  sft=(env OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node "$SFT_RANKS" -m dtvla_training.sft.train "${sft[@]}")
+else
+  sft=(dtvla-train-sft "${sft[@]}")
+fi
 if [ -f "$OUT/sft/checkpoints/latest" ]; then "${sft[@]}" --resume; else "${sft[@]}"; fi
 step="$(cat "$OUT/sft/checkpoints/latest")"
 stage "trained: $OUT/sft/checkpoints/$step"
@@ -67,7 +88,7 @@ for jitter in 0 "$JITTER"; do
   tag=$([ "$jitter" = 0 ] && echo fixed || echo "jitter$jitter")
   evaluate "full-$tag" --checkpoint "$checkpoint" --mode full --object-jitter-m "$jitter"
   evaluate "masked-$tag" --checkpoint "$checkpoint" --mode masked --object-jitter-m "$jitter"
-  evaluate "replay-$tag" --policy replay --replay-dataset "$OUT/demos" --object-jitter-m "$jitter"
+  evaluate "replay-$tag" --policy replay --replay-dataset "$REPLAY_DEMOS" --object-jitter-m "$jitter"
   evaluate "noop-$tag" --policy noop --object-jitter-m "$jitter"
 done
 
