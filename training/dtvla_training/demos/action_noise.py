@@ -22,14 +22,19 @@ def noise_rng(env_seed: int, task: int, init_state: int) -> np.random.Generator:
     return np.random.default_rng([env_seed, task, init_state, 0x6e6f697365])
 
 
+def check_action_noise(std: float, hold_steps: int) -> None:
+    """ValueError for settings no noise can have (NaN or negative std, a hold under one step)."""
+    if not std >= 0.0:
+        raise ValueError(f"action noise std must be >= 0, got {std}")
+    if hold_steps < 1:
+        raise ValueError(f"action noise hold steps must be >= 1, got {hold_steps}")
+
+
 class ActionNoise:
     """Offsets N(0, std^2) on the x, y, z deltas, redrawn every `hold_steps` steps; std 0 is a no-op."""
 
     def __init__(self, std: float, hold_steps: int, rng: np.random.Generator) -> None:
-        if not std >= 0.0:
-            raise ValueError(f"action noise std must be >= 0, got {std}")
-        if hold_steps < 1:
-            raise ValueError(f"action noise hold steps must be >= 1, got {hold_steps}")
+        check_action_noise(std, hold_steps)
         self.std = std
         self.hold_steps = hold_steps
         self._rng = rng

@@ -49,7 +49,7 @@ from dtvla_training.data.lerobot_writer import (
     write_meta,
 )
 from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
-from dtvla_training.demos.action_noise import ActionNoise, noise_rng
+from dtvla_training.demos.action_noise import ActionNoise, check_action_noise, noise_rng
 
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right")
@@ -71,7 +71,7 @@ class Collection:
     action_noise_hold_steps: int = CHUNK_STEPS  # steps one offset is held (one chunk)
 
     def __post_init__(self) -> None:
-        ActionNoise(self.action_noise, self.action_noise_hold_steps, np.random.default_rng())  # validates
+        check_action_noise(self.action_noise, self.action_noise_hold_steps)
         if self.image_size < 8:
             raise ValueError(f"--image-size must be >= 8 px, got {self.image_size}")
         if self.max_steps < 1:
