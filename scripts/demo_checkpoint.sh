@@ -55,10 +55,9 @@ fi
 
 if [ ! -f "$OUT/dataset/meta/info.json" ]; then
   stage "CoT annotations -> $OUT/dataset"
-  dtvla-annotate "$OUT/demos" "$OUT/dataset" --tokenizer "$INIT"
   # The scripted expert's rotation commands are mostly exactly 0, so the default IQR outlier rule would drop every
   # frame that rotates (18% of a 188-demo collection) and clip rotations at a tenth of their range: keep all frames.
-  dtvla-norm-stats "$OUT/dataset" --outlier-iqr-multiple 0
+  dtvla-annotate "$OUT/demos" "$OUT/dataset" --tokenizer "$INIT" --outlier-iqr-multiple 0
 fi
 
 sft=(--config "$SFT_CONFIG" --dataset "$OUT/dataset" --init-checkpoint "$INIT" --output-dir "$OUT/sft" "${SFT_ARGS[@]}")

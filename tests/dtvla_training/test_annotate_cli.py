@@ -103,11 +103,19 @@ def test_vlm_key_frames_propagated_and_rerun_from_the_cache(demos, tmp_path, mon
     assert dataset[1].reasoning.endswith("This sub-task is about 10% done. Grasp the black bowl.")
 
 
+def test_the_norm_stats_written_beside_the_data_take_the_outlier_setting(demos, tmp_path):
+    main([str(demos), str(tmp_path / "cot"), "--outlier-iqr-multiple", "0"])
+    stats = json.loads((tmp_path / "cot" / NORM_STATS_PATH).read_text())["action"]
+    assert (stats["outlier_iqr_multiple"], stats["outliers"], stats["count"]) == (0.0, 0, FRAMES)
+    assert json.loads((tmp_path / "cot" / REPORT_JSON).read_text())["settings"]["outlier_iqr_multiple"] == 0.0
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--annotator", "privileged"], "needs the 'observation.scene' column"),
     (["--annotator", "gpt"], "unknown annotator 'gpt'"),
     (["--annotator", "vlm", "--vlm-url", "ftp://x", "--vlm-model", "m"], "must start with http"),
     (["--max-length", "0"], "max_length must be >= 1"),
+    (["--outlier-iqr-multiple", "-1"], "outlier_iqr_multiple must be >= 0"),
 ])
 def test_bad_settings_exit_2_without_output(tiny_dataset, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:

@@ -30,6 +30,7 @@ from dtvla_training.annotate.registry import (
 )
 from dtvla_training.annotate.report import REPORT_MARKDOWN, REVIEW_QUEUE, ReviewPolicy
 from dtvla_training.annotate.scene_text import LocationFrame
+from dtvla_training.data.norm_stats import OUTLIER_IQR_MULTIPLE
 
 CACHE_ENV = "DTVLA_VLM_CACHE"
 DEFAULT_CACHE = Path("~/.cache/dtvla/vlm")
@@ -54,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
                    help="key frames closer than this many frames merge")
     g.add_argument("--location-band", type=float, default=LocationFrame().band,
                    help="metres around the table centre called 'center' (privileged text)")
+    p.add_argument("--outlier-iqr-multiple", type=float, default=OUTLIER_IQR_MULTIPLE, metavar="K",
+                   help="norm stats written beside the data leave out frames beyond median +- K x IQR "
+                        "(as dtvla-norm-stats; 0 keeps every frame)")
     g = p.add_argument_group("checks and review")
     g.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                    help="longest reasoning kept: tokens with --tokenizer, else UTF-8 bytes")
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                                       min_gap=args.min_gap),
             checks=CheckConfig(max_length=args.max_length, counter=LengthCounter.from_checkpoint(args.tokenizer)),
             review=ReviewPolicy(min_confidence=args.min_confidence, review_key_frames=args.review_key_frames),
+            outlier_iqr_multiple=args.outlier_iqr_multiple,
         )
         report = annotate_dataset(config, annotator)
     except (OSError, ValueError, ChatError) as err:  # bad input, settings or endpoint: one line, no traceback

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dtvla_training.data.lerobot_dataset import INFO_FILE, NORM_STATS_PATH, REASONING_KEY, DatasetMeta
-from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
+from dtvla_training.data.norm_stats import OUTLIER_IQR_MULTIPLE, compute_norm_stats, write_norm_stats
 
 REASONING_FEATURE = {"dtype": "string", "shape": [1], "names": None}
 
@@ -43,10 +43,11 @@ def write_episode(meta: DatasetMeta, out_root: Path, episode_index: int, table: 
     return path
 
 
-def write_meta(meta: DatasetMeta, out_root: Path) -> None:
-    """Copy meta/ (info.json's reasoning feature set to text), then compute meta/norm_stats.json from the output."""
+def write_meta(meta: DatasetMeta, out_root: Path, outlier_iqr_multiple: float = OUTLIER_IQR_MULTIPLE) -> None:
+    """Copy meta/ (info.json's reasoning feature set to text), then compute meta/norm_stats.json from the output
+    (`outlier_iqr_multiple` as `dtvla-norm-stats --outlier-iqr-multiple`)."""
     shutil.copytree(meta.root / "meta", out_root / "meta", dirs_exist_ok=True)
     info = dict(meta.info)
     info["features"] = {**meta.features, REASONING_KEY: REASONING_FEATURE}
     (out_root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    write_norm_stats(compute_norm_stats(out_root), out_root / NORM_STATS_PATH)
+    write_norm_stats(compute_norm_stats(out_root, outlier_iqr_multiple), out_root / NORM_STATS_PATH)

@@ -21,6 +21,7 @@ from dtvla_training.annotate.episode_data import read_episode
 from dtvla_training.annotate.key_frames import KeyFrameConfig, segment_episode
 from dtvla_training.annotate.report import AnnotationReport, ReviewPolicy
 from dtvla_training.data.lerobot_dataset import DatasetMeta
+from dtvla_training.data.norm_stats import OUTLIER_IQR_MULTIPLE, check_outlier_iqr_multiple
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ class AnnotateConfig:
     key_frames: KeyFrameConfig = field(default_factory=KeyFrameConfig)
     checks: CheckConfig = field(default_factory=CheckConfig)
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    outlier_iqr_multiple: float = OUTLIER_IQR_MULTIPLE  # of the norm stats written beside the data (0 keeps all)
+
+    def __post_init__(self) -> None:
+        check_outlier_iqr_multiple(self.outlier_iqr_multiple)  # before the whole dataset is annotated, not after
 
 
 def annotate_dataset(config: AnnotateConfig, annotator: Annotator) -> AnnotationReport:
@@ -56,7 +61,7 @@ def annotate_dataset(config: AnnotateConfig, annotator: Annotator) -> Annotation
             log.info("episode %d: %d frames, %d key frames, %d failing", episode.index, episode.length,
                      len(segmentation.key_frames), sum(map(bool, failures)))
         report.annotator_stats = annotator.stats()
-        write_meta(meta, tmp)
+        write_meta(meta, tmp, config.outlier_iqr_multiple)
         report.write(tmp)
     return report
 
@@ -70,4 +75,5 @@ def _settings(config: AnnotateConfig, meta: DatasetMeta, annotator: Annotator) -
         "length_unit": config.checks.counter.unit,
         "verbs": list(config.checks.verbs),
         "review": asdict(config.review),
+        "outlier_iqr_multiple": config.outlier_iqr_multiple,
     }

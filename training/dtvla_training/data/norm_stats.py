@@ -35,6 +35,12 @@ QUANTILES = {"q01": 0.01, "q99": 0.99}
 OUTLIER_IQR_MULTIPLE = 10.0  # far enough out that no real action of a LIBERO-like dataset is touched
 
 
+def check_outlier_iqr_multiple(multiple: float) -> None:
+    """ValueError unless `multiple` is a valid K (>= 0; NaN is not)."""
+    if not multiple >= 0:
+        raise ValueError(f"outlier_iqr_multiple must be >= 0 (0 keeps every frame), got {multiple}")
+
+
 def outlier_frames(actions: np.ndarray, multiple: float) -> np.ndarray:
     """(n,) bool: frames with a value beyond median +- `multiple` x the robust range of its dimension.
 
@@ -59,8 +65,7 @@ def compute_norm_stats(
     Unreadable episode files are skipped and reported in one warning, outliers in another; no usable frame at all
     is a ValueError.
     """
-    if not outlier_iqr_multiple >= 0:
-        raise ValueError(f"outlier_iqr_multiple must be >= 0 (0 keeps every frame), got {outlier_iqr_multiple}")
+    check_outlier_iqr_multiple(outlier_iqr_multiple)
     meta = DatasetMeta.load(root)
     parts: list[np.ndarray] = []
     where: list[tuple[int, np.ndarray]] = []  # (episode, frame indices) of the kept finite frames
