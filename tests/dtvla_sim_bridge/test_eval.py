@@ -259,6 +259,7 @@ def test_via_ros_records_the_protocol_it_ran(tiny_checkpoint: Path, tmp_path: Pa
     records = _lines(paths.episodes)
     assert [(r["init_state"], r["status"], r["steps"], r["chunks"], r["max_cot_tokens"]) for r in records] == [
         (0, "ok", MAX_STEPS, 2, 2), (1, "ok", MAX_STEPS, 2, 2)]
+    assert [len(r["cots"]) for r in records] == [2, 2]  # one dtvla-sim call: each episode gets its own chunks' CoTs
     summary = json.loads(paths.summary_json.read_text())
     assert summary["path"] == "ros" and summary["total"]["planned"] == summary["total"]["settled"] == 2
     manifest = json.loads(paths.manifest.read_text())

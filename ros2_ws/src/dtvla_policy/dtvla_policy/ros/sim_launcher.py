@@ -9,6 +9,10 @@ parameter file's values and the overrides passed. With no --checkpoint it writes
 random-init checkpoint and says so loudly; a checkpoint exported by `make demo-checkpoint` (it carries
 `demo_eval.json`) is announced with its measured held-out success beside the floors. `--record DIR` also runs
 `dtvla-record` (started first, its subscriptions in place before the nodes start, stopped last) into bag DIR.
+Each episode of the summary lists the CoTs of the chunks that answered its observations: the n-th CoT message goes
+with the n-th chunk (the policy node publishes them in that order), and the chunk's stamp falls between the
+episode's first and last observation stamps; when the two counts differ (a dry run publishes no chunks), `cots` is
+null rather than guessed.
 """
 
 from __future__ import annotations
@@ -101,12 +105,13 @@ class RecorderNotReady(Exception):
 
 @dataclass
 class RunState:
-    """What the watcher saw: final episode records, chunk count, per-chunk policy latency."""
+    """What the watcher saw: final episode records, chunk stamps and CoTs, per-chunk policy latency."""
 
     inference_status: str  # the /diagnostics status name of this run's policy node
     episodes: dict[int, dict] = field(default_factory=dict)
     current: dict = field(default_factory=dict)
-    chunks: int = 0
+    chunk_stamps_ns: list[int] = field(default_factory=list)  # the observation stamp each chunk answered
+    cots: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     published_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -123,9 +128,25 @@ class RunState:
             if outcome in EPISODE_END_STATES and "episode" in status:
                 self.episodes[int(status["episode"])] = {**status, "state": outcome}
 
-    def on_chunk(self, _msg: JointTrajectory) -> None:
+    def on_chunk(self, msg: JointTrajectory) -> None:
         with self.lock:
-            self.chunks += 1
+            self.chunk_stamps_ns.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+
+    def on_cot(self, msg: String) -> None:
+        with self.lock:
+            self.cots.append(msg.data)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.chunk_stamps_ns)
+
+    def episode_cots(self, episode: dict) -> list[str] | None:
+        """The CoTs of the chunks answering `episode`'s observations (see the module docstring), or None."""
+        first, last = episode.get("first_stamp_ns", -1), episode.get("last_stamp_ns", -1)
+        with self.lock:
+            if len(self.cots) != len(self.chunk_stamps_ns) or first < 0:
+                return None
+            return [cot for stamp, cot in zip(self.chunk_stamps_ns, self.cots, strict=True) if first <= stamp <= last]
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -233,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     watcher = Node("dtvla_sim_watcher", namespace=namespace or None, context=context)  # sees its robot's topics
     watcher.create_subscription(String, contract.EPISODE_STATUS_TOPIC, state.on_status, STATUS_QOS)
     watcher.create_subscription(JointTrajectory, contract.POLICY_ACTION_CHUNK, state.on_chunk, contract.COMMAND_QOS)
+    watcher.create_subscription(String, contract.POLICY_CHAIN_OF_THOUGHT, state.on_cot, contract.COMMAND_QOS)
     watcher.create_subscription(DiagnosticArray, contract.DIAGNOSTICS_TOPIC, state.on_diagnostics, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(watcher)
@@ -299,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
         "untrained_checkpoint": untrained,
         "episodes": [{k: e.get(k) for k in ("episode", "init_state", "state", "steps", "reward", "chunks_received",
                                              "chunks_rejected", "chunks_stale", "misses")}
-                     for e in episode_records],
+                     | {"cots": state.episode_cots(e)} for e in episode_records],
         "success_rate": (sum(e.get("state") == "success" for e in episode_records) / len(episode_records))
         if episode_records else None,
         "steps": sum(int(e.get("steps", 0)) for e in episode_records),

@@ -4,8 +4,8 @@ Each run of consecutive pending init states of one task is one `dtvla-sim` call 
 lockstep), with the parameter file `EvalConfig` checked (settle steps, camera size, env seed, actions per chunk,
 reset kind, CoT cap: config/sim.yaml by default). A call whose reported settings differ from the checked ones
 (the file changed meanwhile) settles its episodes as errors. The records of a call are written when it ends: an
-interrupted call's episodes run again on resume. CoT texts are not collected on this path (the launcher does not
-record them); the policy latency is the call's mean.
+interrupted call's episodes run again on resume. Each episode's CoTs are those the launcher attributed to it (empty
+if it could not); the policy latency is the call's mean.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class RosEpisodes:
                 "init_state": job.init_state, "attempt": job.attempt, "status": "ok" if ok else "error",
                 "success": state == "success",
                 "steps": int(episode.get("steps") or 0), "chunks": int(episode.get("chunks_received") or 0),
-                "cots": [], "policy_latency_ms": [latency] if latency is not None else [],
+                "cots": episode.get("cots") or [], "policy_latency_ms": [latency] if latency is not None else [],
                 "error": "" if ok else f"bridge outcome {state!r}; {summary.get('error', '')} (logs: {log_dir})",
                 "ros": {"chunks_rejected": episode.get("chunks_rejected"), "misses": episode.get("misses")},
                 "video": None, "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
