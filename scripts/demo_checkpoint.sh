@@ -8,6 +8,7 @@ set -euo pipefail
 
 OUT=${DEMO_DIR:-runs/demo}
 SUITE=${DEMO_SUITE:-libero_spatial}
+TASKS=${DEMO_TASKS:-}                           # comma-separated task ids, e.g. 0,4 (default: every task of the suite)
 TRAIN_INITS=${DEMO_TRAIN_INITS:-0-39}          # init states the demonstrations start from
 EPISODES_PER_TASK=${DEMO_EPISODES_PER_TASK:-20}
 EVAL_FIRST_INIT=${DEMO_EVAL_FIRST_INIT:-40}     # held out: never demonstrated
@@ -27,6 +28,13 @@ export OMP_WAIT_POLICY=PASSIVE                  # spinning OpenMP threads starve
 
 stage() { echo "== demo-checkpoint: $*" >&2; }
 
+collect_tasks=(); eval_tasks=()
+if [ -n "$TASKS" ]; then
+  collect_tasks=(--tasks "$TASKS")
+  read -r -a ids <<< "${TASKS//,/ }"
+  eval_tasks=(--tasks "${ids[@]}")
+fi
+
 # DEMO_INIT: start SFT from these weights instead of a random init, e.g. assets/demo_checkpoint to go on training
 # the committed demo policy (a run is limited to what fits one sitting on this CPU; the optimizer starts afresh).
 INIT=${DEMO_INIT:-$OUT/init}
@@ -37,7 +45,8 @@ fi
 
 if [ ! -f "$OUT/demos/meta/info.json" ]; then
   stage "scripted demonstrations -> $OUT/demos"
-  dtvla-collect-demos --suite "$SUITE" --init-states "$TRAIN_INITS" --episodes-per-task "$EPISODES_PER_TASK" \
+  dtvla-collect-demos --suite "$SUITE" "${collect_tasks[@]}" --init-states "$TRAIN_INITS" \
+    --episodes-per-task "$EPISODES_PER_TASK" \
     --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --action-noise "$ACTION_NOISE" --fast-render \
     --workers "$WORKERS" --out "$OUT/demos"
 fi
@@ -48,7 +57,7 @@ if [ "$ACTION_NOISE" != 0 ]; then
   REPLAY_DEMOS="$OUT/replay-demos"
   if [ ! -f "$REPLAY_DEMOS/meta/info.json" ]; then
     stage "demonstrations without noise for the replay floor -> $REPLAY_DEMOS"
-    dtvla-collect-demos --suite "$SUITE" --init-states "$TRAIN_INITS" --episodes-per-task 3 \
+    dtvla-collect-demos --suite "$SUITE" "${collect_tasks[@]}" --init-states "$TRAIN_INITS" --episodes-per-task 3 \
       --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --fast-render --workers "$WORKERS" --out "$REPLAY_DEMOS"
   fi
 fi
@@ -80,7 +89,7 @@ fi
 evaluate() {  # name, then dtvla-eval options
   local name=$1; shift
   stage "evaluation $name -> $OUT/eval/$name"
-  dtvla-eval --suite "$SUITE" --first-init-state "$EVAL_FIRST_INIT" --trials "$EVAL_TRIALS" --workers "$WORKERS" \
+  dtvla-eval --suite "$SUITE" "${eval_tasks[@]}" --first-init-state "$EVAL_FIRST_INIT" --trials "$EVAL_TRIALS" --workers "$WORKERS" \
     --camera-size "$EVAL_CAMERA_SIZE" --no-progress --out "$OUT/eval/$name" "$@"
 }
 for jitter in 0 "$JITTER"; do
