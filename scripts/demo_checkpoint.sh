@@ -51,13 +51,17 @@ if [ ! -f "$OUT/demos/meta/info.json" ]; then
     --workers "$WORKERS" --out "$OUT/demos"
 fi
 # The replay floor replays recorded commands open-loop: with action noise those are not what ran, so the floor gets
-# its own demonstrations without noise (3 attempts per task; replay takes the first that succeeded).
+# its own demonstrations without noise (3 attempts per task, fewer if fewer init states are given; replay takes the
+# first that succeeded).
 REPLAY_DEMOS="$OUT/demos"
 if [ "$ACTION_NOISE" != 0 ]; then
   REPLAY_DEMOS="$OUT/replay-demos"
   if [ ! -f "$REPLAY_DEMOS/meta/info.json" ]; then
     stage "demonstrations without noise for the replay floor -> $REPLAY_DEMOS"
-    dtvla-collect-demos --suite "$SUITE" "${collect_tasks[@]}" --init-states "$TRAIN_INITS" --episodes-per-task 3 \
+    attempts=$(python -c 'import sys; from dtvla_sim_bridge.sim.suites import INIT_STATES, parse_index_ranges
+print(min(3, len(parse_index_ranges(sys.argv[1], INIT_STATES, "DEMO_TRAIN_INITS"))))' "$TRAIN_INITS")
+    dtvla-collect-demos --suite "$SUITE" "${collect_tasks[@]}" --init-states "$TRAIN_INITS" \
+      --episodes-per-task "$attempts" \
       --image-size "$IMAGE_SIZE" --object-jitter-m "$JITTER" --fast-render --workers "$WORKERS" --out "$REPLAY_DEMOS"
   fi
 fi
