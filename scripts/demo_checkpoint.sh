@@ -93,8 +93,8 @@ fi
 evaluate() {  # name, then dtvla-eval options
   local name=$1; shift
   stage "evaluation $name -> $OUT/eval/$name"
-  dtvla-eval --suite "$SUITE" "${eval_tasks[@]}" --first-init-state "$EVAL_FIRST_INIT" --trials "$EVAL_TRIALS" --workers "$WORKERS" \
-    --camera-size "$EVAL_CAMERA_SIZE" --no-progress --out "$OUT/eval/$name" "$@"
+  dtvla-eval --suite "$SUITE" "${eval_tasks[@]}" --first-init-state "$EVAL_FIRST_INIT" --trials "$EVAL_TRIALS" \
+    --workers "$WORKERS" --camera-size "$EVAL_CAMERA_SIZE" --no-progress --out "$OUT/eval/$name" "$@"
 }
 for jitter in 0 "$JITTER"; do
   tag=$([ "$jitter" = 0 ] && echo fixed || echo "jitter$jitter")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dtvla_training.data.lerobot_dataset import INFO_FILE, NORM_STATS_PATH, REASONING_KEY, DatasetMeta
-from dtvla_training.data.norm_stats import OUTLIER_IQR_MULTIPLE, compute_norm_stats, write_norm_stats
+from dtvla_training.data.norm_stats import compute_norm_stats, write_norm_stats
 
 REASONING_FEATURE = {"dtype": "string", "shape": [1], "names": None}
 
@@ -43,7 +43,7 @@ def write_episode(meta: DatasetMeta, out_root: Path, episode_index: int, table: 
     return path
 
 
-def write_meta(meta: DatasetMeta, out_root: Path, outlier_iqr_multiple: float = OUTLIER_IQR_MULTIPLE) -> None:
+def write_meta(meta: DatasetMeta, out_root: Path, outlier_iqr_multiple: float) -> None:
     """Copy meta/ (info.json's reasoning feature set to text), then compute meta/norm_stats.json from the output
     (`outlier_iqr_multiple` as `dtvla-norm-stats --outlier-iqr-multiple`)."""
     shutil.copytree(meta.root / "meta", out_root / "meta", dirs_exist_ok=True)
